@@ -1,0 +1,308 @@
+"""The `newsingest` command: crawl | extract | demo | runs | export | db.
+
+Exit codes: 0 success, 1 the crawl ran and failed, 2 bad input (config,
+arguments, schema), 3 the database cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"newsingest: {message}", file=sys.stderr)
+    return code
+
+
+# -- crawl --------------------------------------------------------------------------
+
+
+def crawl_settings(overrides: Sequence[str], *, sources_path: Path, database_url: str,
+                   trigger: str = "manual") -> Any:
+    """Project settings plus the command line's `-s NAME=VALUE` overrides."""
+    os.environ.setdefault("SCRAPY_SETTINGS_MODULE", "crawler.settings")
+    from scrapy.utils.project import get_project_settings
+
+    settings = get_project_settings()
+    settings.set("NEWSINGEST_SOURCES", str(sources_path), priority="cmdline")
+    settings.set("NEWSINGEST_DATABASE_URL", database_url, priority="cmdline")
+    settings.set("NEWSINGEST_RUN_TRIGGER", trigger, priority="cmdline")
+    for pair in overrides:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"-s expects NAME=VALUE, got {pair!r}")
+        settings.set(name.strip(), value, priority="cmdline")
+    return settings
+
+
+def run_crawl(source_name: str, *, sources_file: str | None, database_url: str | None,
+              overrides: Sequence[str] = (), trigger: str = "manual") -> int:
+    """Crawl one source in this process; return the exit code from its run record."""
+    from scrapy.crawler import CrawlerProcess
+    from sqlalchemy.exc import OperationalError
+
+    from crawler.sources import SourcesError, load_source, resolve_sources_path
+    from storage.db import resolve_database_url
+    from storage.migrate import SchemaError
+    from storage.repository import open_repository
+
+    try:
+        sources_path = resolve_sources_path(sources_file)
+        load_source(sources_path, source_name)
+    except SourcesError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    url = resolve_database_url(database_url)
+    try:
+        open_repository(url)
+    except SchemaError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except OperationalError as exc:
+        return _fail(f"database unreachable: {str(exc.orig or exc).splitlines()[0]}", EXIT_DATABASE)
+    try:
+        settings = crawl_settings(overrides, sources_path=sources_path, database_url=url, trigger=trigger)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    process = CrawlerProcess(settings)
+    crawler = process.create_crawler("news")
+    process.crawl(crawler, source=source_name, sources_file=str(sources_path))
+    process.start()
+    status = crawler.stats.get_value("newsingest/run_status") if crawler.stats else None
+    if status == "succeeded":
+        return EXIT_OK
+    return _fail(f"crawl of {source_name} {status or 'did not complete'}; see `newsingest runs`", EXIT_FAILED)
+
+
+def cmd_crawl(args: argparse.Namespace) -> int:
+    return run_crawl(args.source, sources_file=args.sources, database_url=args.db, overrides=args.set,
+                     trigger=args.trigger)
+
+
+# -- extract -------------------------------------------------------------------------
+
+
+def extract_file(path: Path, url: str | None) -> dict[str, Any]:
+    """Extract and clean one saved page exactly as a crawl would."""
+    from crawler.extract import extract_page
+    from pipelines.clean import clean_fields
+
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    page = extract_page(data, url or path.resolve().as_uri())
+    fields = clean_fields(page.fields)
+    return {"is_article": page.is_article, **fields}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        return _fail(f"{path}: no such file", EXIT_USAGE)
+    fields = extract_file(path, args.url)
+    if args.json:
+        print(json.dumps(fields, default=_json_default, ensure_ascii=False))
+        return EXIT_OK
+    for key, value in fields.items():
+        if key == "body":
+            continue
+        print(f"{key:>13}: {value.isoformat() if isinstance(value, datetime) else value}")
+    print(f"{'body':>13}:\n{fields.get('body') or ''}")
+    return EXIT_OK
+
+
+# -- runs, export, db ---------------------------------------------------------------------
+
+
+def _repository(db: str | None) -> Any:
+    from storage.repository import open_repository
+
+    return open_repository(db)
+
+
+def _guard_db(func: Any) -> Any:
+    """Turn database and schema errors into one-line messages and exit codes."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        from sqlalchemy.exc import OperationalError
+
+        from storage.migrate import SchemaError
+
+        try:
+            return func(args)
+        except SchemaError as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        except OperationalError as exc:
+            return _fail(f"database unreachable: {str(exc.orig or exc).splitlines()[0]}", EXIT_DATABASE)
+
+    return wrapper
+
+
+def make_console() -> Any:
+    """A rich console that stays readable when piped (rich assumes 80 columns)."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=150)
+
+
+def runs_table(runs: Sequence[Any], title: str = "Recent crawl runs") -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("id", "source", "trigger", "started (UTC)", "duration", "status", "pages", "stored",
+                   "updated", "duplicates", "dropped", "errors"):
+        table.add_column(column, justify="right" if column not in ("source", "trigger", "status") else "left")
+    for run in runs:
+        duration = "—"
+        if run.finished_at:
+            duration = f"{(run.finished_at - run.started_at).total_seconds():.1f}s"
+        status = {"succeeded": "[green]succeeded[/]", "failed": "[red]failed[/]"}.get(run.status, run.status)
+        table.add_row(str(run.id), run.source, run.trigger, f"{run.started_at:%Y-%m-%d %H:%M:%S}", duration,
+                      status, str(run.pages), str(run.items_stored), str(run.items_updated),
+                      str(run.duplicates), str(run.dropped), str(run.errors))
+    return table
+
+
+@_guard_db
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = _repository(args.db).recent_runs(limit=args.limit, source=args.source)
+    console = make_console()
+    console.print(runs_table(runs))
+    for run in runs:
+        if run.error and run.status != "succeeded":
+            console.print(f"[bold]run {run.id}[/] ({run.source}): {run.error.splitlines()[0]}")
+    return EXIT_OK
+
+
+def parse_since(value: str) -> datetime:
+    """An ISO 8601 time (UTC if no offset) or a relative age like 24h / 7d / 30m."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value and value[-1] in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+EXPORT_COLUMNS = ("id", "source", "url", "canonical_url", "title", "subtitle", "body", "authors",
+                  "published_at", "modified_at", "language", "section", "tags", "image_url", "site_name",
+                  "content_hash", "duplicate_of", "version", "first_seen_at", "last_seen_at", "updated_at")
+
+
+@_guard_db
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError:
+        return _fail(f"--since: not a time or age: {args.since!r}", EXIT_USAGE)
+    repository = _repository(args.db)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    count = 0
+    try:
+        for article in repository.iter_articles(since=since, source=args.source):
+            row = {col: getattr(article, col) for col in EXPORT_COLUMNS}
+            out.write(json.dumps(row, default=_json_default, ensure_ascii=False) + "\n")
+            count += 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"exported {count} articles", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import OperationalError
+
+    from storage.db import get_engine, resolve_database_url
+    from storage.migrate import current_revision, head_revision, upgrade
+
+    engine = get_engine(resolve_database_url(args.db))
+    try:
+        if args.action == "upgrade":
+            upgrade(engine, args.revision)
+            print(f"database at revision {current_revision(engine)} (head {head_revision()})")
+        else:
+            print(f"current: {current_revision(engine)}; head: {head_revision()}")
+    except OperationalError as exc:
+        return _fail(f"database unreachable: {str(exc.orig or exc).splitlines()[0]}", EXIT_DATABASE)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from crawler.demo.run import run_demo
+
+    return run_demo(database_url=args.db, keep_site=args.keep_site)
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="newsingest", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def db_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", help="database URL (default: $DATABASE_URL, else sqlite:///news.db)")
+
+    p = sub.add_parser("crawl", help="crawl one configured source now")
+    p.add_argument("source", help="source name in the sources file")
+    p.add_argument("--sources", help="sources TOML (default: $NEWSINGEST_SOURCES, else ./sources.toml)")
+    db_option(p)
+    p.add_argument("-s", "--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a Scrapy setting (repeatable)")
+    p.add_argument("--trigger", default="manual", choices=("manual", "schedule", "demo"), help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_crawl)
+
+    p = sub.add_parser("extract", help="print the fields extracted from a saved HTML file")
+    p.add_argument("file")
+    p.add_argument("--url", help="the page's URL (resolves relative links and canonical URLs)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("demo", help="crawl the bundled offline demo site into a database and summarize")
+    db_option(p)
+    p.add_argument("--keep-site", metavar="DIR", help="build the demo site into DIR and keep it")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("runs", help="list recent crawl runs")
+    db_option(p)
+    p.add_argument("--source")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("export", help="write articles as JSON lines")
+    db_option(p)
+    p.add_argument("--format", choices=("jsonl",), default="jsonl")
+    p.add_argument("--since", help="only articles changed since TIME (ISO 8601) or AGE (24h, 7d)")
+    p.add_argument("--source")
+    p.add_argument("--output", "-o", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("db", help="database schema migrations")
+    p.add_argument("action", choices=("upgrade", "current"))
+    p.add_argument("revision", nargs="?", default="head")
+    db_option(p)
+    p.set_defaults(func=cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

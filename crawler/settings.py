@@ -1,0 +1,76 @@
+"""Scrapy settings for newsingest: production defaults for crawling news sites.
+
+Only settings live here. Stock Scrapy is tuned for a developer's laptop: its
+consoles listen on the network, robots.txt is ignored and a response may be
+1 GiB. A service that crawls the open web on a schedule needs the opposite.
+Per-source overrides come from the sources file (`settings` table) and the
+command line (`-s NAME=VALUE`).
+"""
+
+from __future__ import annotations
+
+import os
+
+BOT_NAME = "newsingest"
+SPIDER_MODULES = ["crawler.spiders"]
+NEWSPIDER_MODULE = "crawler.spiders"
+
+USER_AGENT = os.environ.get(
+    "NEWSINGEST_USER_AGENT",
+    "newsingest/0.1 (+https://github.com/newsingest/newsingest; news archive crawler)",
+)
+
+# --- politeness ----------------------------------------------------------------
+ROBOTSTXT_OBEY = True
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 0.5
+AUTOTHROTTLE_MAX_DELAY = 30.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 4.0
+CONCURRENT_REQUESTS = 32
+CONCURRENT_REQUESTS_PER_DOMAIN = 8
+DOWNLOAD_DELAY = 0
+RETRY_ENABLED = True
+RETRY_TIMES = 2
+RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+DOWNLOAD_TIMEOUT = 30
+
+# --- safety: no open consoles, bounded responses, bounded crawls -----------------
+TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
+DOWNLOAD_MAXSIZE = 16 * 1024 * 1024  # news pages are < 2 MB; sitemaps may be 10 MB
+DOWNLOAD_WARNSIZE = 4 * 1024 * 1024
+DEPTH_LIMIT = 6  # sitemap index -> sitemap -> article; front -> section -> page N -> article
+DEPTH_PRIORITY = 0
+URLLENGTH_LIMIT = 2083
+REDIRECT_MAX_TIMES = 5
+CLOSESPIDER_TIMEOUT = 0  # the scheduler sets a per-source timeout
+MEMUSAGE_ENABLED = True
+MEMUSAGE_LIMIT_MB = 2048
+MEMUSAGE_WARNING_MB = 1024
+COOKIES_ENABLED = False
+HTTPCACHE_ENABLED = False
+
+# --- components -------------------------------------------------------------------
+ITEM_PIPELINES = {
+    "pipelines.validate.ValidatePipeline": 100,
+    "pipelines.clean.CleanPipeline": 200,
+    "pipelines.dedupe.DedupePipeline": 300,
+    "pipelines.store.StorePipeline": 400,
+}
+EXTENSIONS = {
+    "crawler.runrecord.CrawlRunRecorder": 10,
+}
+
+# --- newsingest ---------------------------------------------------------------------
+# Database: `--db` / DATABASE_URL / ./news.db (see storage/db.py).
+NEWSINGEST_DATABASE_URL = None
+# Sources file: `--sources` / NEWSINGEST_SOURCES / ./sources.toml (see crawler/sources.py).
+NEWSINGEST_SOURCES = None
+NEWSINGEST_RUN_TRIGGER = "manual"
+NEWSINGEST_MIN_BODY_CHARS = 200
+NEWSINGEST_STORE_BATCH_SIZE = 50
+NEWSINGEST_STORE_FLUSH_SECONDS = 2.0
+NEWSINGEST_STORE_MAX_PENDING_BATCHES = 4
+
+LOG_LEVEL = os.environ.get("NEWSINGEST_LOG_LEVEL", "INFO")
+FEED_EXPORT_ENCODING = "utf-8"

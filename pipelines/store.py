@@ -1,0 +1,151 @@
+"""Stage 4: batched, idempotent writes to SQL, off the reactor thread.
+
+Items are buffered and written in batches (one transaction, a savepoint per
+article) by one dedicated writer thread, so the crawl never waits on the
+database unless too many batches are pending (then `process_item` waits:
+Scrapy's back-pressure keeps memory bounded). A timer flushes a partial batch
+every few seconds, so a killed crawl loses at most that much work, and the
+rerun's upserts fill the gap without doubling anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+from itemadapter import ItemAdapter
+from scrapy.crawler import Crawler
+from scrapy.utils.defer import maybe_deferred_to_future
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from storage.repository import CONTENT_COLUMNS, Repository, StoreResult, open_repository
+
+logger = logging.getLogger(__name__)
+
+RECORD_KEYS = ("source", "canonical_url", "content_hash", "etag", "last_modified", "fetched_at",
+               *CONTENT_COLUMNS)
+
+
+def to_record(item: Any) -> dict[str, Any]:
+    """The plain mapping the repository stores, from any item type."""
+    adapter = ItemAdapter(item)
+    return {key: adapter.get(key) for key in RECORD_KEYS}
+
+
+class StorePipeline:
+    """Buffer items and upsert them in batches through the repository."""
+
+    def __init__(self, crawler: Crawler, database_url: str | None, batch_size: int,
+                 flush_seconds: float, max_pending: int) -> None:
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.database_url = database_url
+        self.batch_size = max(1, batch_size)
+        self.flush_seconds = flush_seconds
+        self.max_pending = max(1, max_pending)
+        self.buffer: list[dict[str, Any]] = []
+        self.pending: deque[Deferred[Any]] = deque()
+        self.repository: Repository | None = None
+        self.pool: ThreadPool | None = None
+        self.timer: task.LoopingCall | None = None
+        self.fatal_error: str | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> StorePipeline:
+        s = crawler.settings
+        return cls(crawler, s.get("NEWSINGEST_DATABASE_URL"), s.getint("NEWSINGEST_STORE_BATCH_SIZE", 50),
+                   s.getfloat("NEWSINGEST_STORE_FLUSH_SECONDS", 2.0),
+                   s.getint("NEWSINGEST_STORE_MAX_PENDING_BATCHES", 4))
+
+    def open_spider(self) -> None:
+        self.repository = open_repository(self.database_url)
+        spider = self.crawler.spider
+        source = getattr(spider, "source", None)
+        if source is not None:
+            self.repository.ensure_source(source.name, source.site_name)
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="newsingest-store")
+        self.pool.start()
+        if self.flush_seconds > 0:
+            self.timer = task.LoopingCall(self._flush_partial)
+            self.timer.start(self.flush_seconds, now=False)
+
+    async def process_item(self, item: Any) -> Any:
+        self.buffer.append(to_record(item))
+        if len(self.buffer) >= self.batch_size:
+            self._submit()
+        while len(self.pending) > self.max_pending:
+            await maybe_deferred_to_future(self._settled(self.pending[0]))
+        return item
+
+    async def close_spider(self) -> None:
+        if self.timer is not None and self.timer.running:
+            self.timer.stop()
+        self._submit()
+        while self.pending:
+            await maybe_deferred_to_future(self._settled(self.pending[0]))
+        if self.pool is not None:
+            self.pool.stop()
+        if self.fatal_error:
+            self.stats.set_value("newsingest/store/fatal_error", self.fatal_error)
+
+    # -- internals -------------------------------------------------------------
+
+    def _flush_partial(self) -> None:
+        if self.buffer:
+            self._submit()
+
+    def _submit(self) -> None:
+        if not self.buffer or self.repository is None or self.pool is None:
+            return
+        batch, self.buffer = self.buffer, []
+        run_id = self.stats.get_value("newsingest/run_id")
+        deferred = deferToThreadPool(reactor, self.pool, self.repository.upsert_articles, batch, run_id)
+        deferred.addCallbacks(self._stored, self._batch_failed, errbackArgs=(batch,))
+        deferred.addBoth(self._done, deferred)
+        self.pending.append(deferred)
+
+    @staticmethod
+    def _settled(deferred: Deferred[Any]) -> Deferred[None]:
+        """A Deferred that fires (never fails) once `deferred` has."""
+        waiter: Deferred[None] = Deferred()
+        deferred.addBoth(lambda result: (waiter.callback(None), result)[1])
+        return waiter
+
+    def _done(self, result: Any, deferred: Deferred[Any]) -> Any:
+        with contextlib.suppress(ValueError):  # already removed
+            self.pending.remove(deferred)
+        return result
+
+    def _stored(self, result: StoreResult) -> None:
+        stats = self.stats
+        stats.inc_value("newsingest/stored/new", result.inserted - result.content_duplicates)
+        stats.inc_value("newsingest/duplicates/content", result.content_duplicates)
+        stats.inc_value("newsingest/stored/updated", result.updated)
+        stats.inc_value("newsingest/stored/unchanged", result.unchanged)
+        if result.attempts > 1:
+            stats.inc_value("newsingest/store/retried_batches")
+        for url, error in result.failed:
+            stats.inc_value("newsingest/store/failed")
+            logger.error("could not store %s: %s", url, error)
+
+    def _batch_failed(self, failure: Any, batch: list[dict[str, Any]]) -> None:
+        """The database stayed unreachable: count the loss and stop crawling."""
+        message = failure.getErrorMessage().splitlines()[0] if failure.getErrorMessage() else str(failure)
+        self.stats.inc_value("newsingest/store/failed", len(batch))
+        logger.error("a batch of %d articles could not be stored: %s", len(batch), message)
+        if self.fatal_error is None:
+            self.fatal_error = message[:500]
+            engine = self.crawler.engine
+            if engine is not None and engine.running:
+                reactor.callLater(0, self._close, engine)
+
+    @staticmethod
+    def _close(engine: Any) -> None:
+        from scrapy.utils.defer import deferred_from_coro
+
+        deferred_from_coro(engine.close_spider_async(reason="database_unavailable"))

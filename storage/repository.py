@@ -1,0 +1,373 @@
+"""The only module that writes SQL: article upserts, run records, reads for the CLI.
+
+Articles are keyed on `canonical_url`. A batch is one transaction with a
+savepoint per article, so one bad row is rejected and counted alone while its
+neighbours commit. A lost connection replays the whole batch (idempotent
+upserts make the replay safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
+from sqlalchemy.orm import Session
+
+from storage.db import get_engine, resolve_database_url, session_factory
+from storage.migrate import ensure_schema
+from storage.models import Article, ArticleVersion, CrawlRun, Source, utcnow
+
+logger = logging.getLogger(__name__)
+
+#: Columns an article record may carry (besides identity and bookkeeping).
+CONTENT_COLUMNS = (
+    "url",
+    "title",
+    "subtitle",
+    "body",
+    "authors",
+    "published_at",
+    "modified_at",
+    "language",
+    "section",
+    "tags",
+    "image_url",
+    "site_name",
+)
+
+
+@dataclass(slots=True)
+class StoreResult:
+    """What one batch did, for crawl stats and run records."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    content_duplicates: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    attempts: int = 1
+
+    def merge(self, other: StoreResult) -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.content_duplicates += other.content_duplicates
+        self.failed.extend(other.failed)
+
+
+class Repository:
+    """Reads and writes of the public schema for one database."""
+
+    def __init__(self, engine: Engine, *, retries: int = 5, retry_backoff: float = 0.5) -> None:
+        self.engine = engine
+        self.sessions = session_factory(engine)
+        self.retries = retries
+        self.retry_backoff = retry_backoff
+
+    # -- sources ---------------------------------------------------------------
+
+    def ensure_source(self, name: str, site_name: str | None = None) -> None:
+        """Register a source (idempotent; concurrent callers are fine)."""
+        with self.sessions.begin() as session:
+            existing = session.get(Source, name)
+            if existing is None:
+                try:
+                    with session.begin_nested():
+                        session.add(Source(name=name, site_name=site_name))
+                except IntegrityError:
+                    pass  # registered concurrently by another crawl
+            elif site_name and existing.site_name != site_name:
+                existing.site_name = site_name
+
+    # -- articles --------------------------------------------------------------
+
+    def upsert_articles(self, records: Sequence[Mapping[str, Any]], run_id: int | None = None) -> StoreResult:
+        """Insert new articles, version changed ones, touch unchanged ones.
+
+        Each record holds `source`, `canonical_url`, `content_hash`, the
+        CONTENT_COLUMNS and optionally `etag` / `last_modified` /
+        `fetched_at`. Retries the whole batch on a lost connection.
+        """
+        delay = self.retry_backoff
+        for attempt in range(1, self.retries + 2):
+            try:
+                result = self._upsert_batch(records, run_id)
+                result.attempts = attempt
+                return result
+            except DBAPIError as exc:
+                if not _is_transient(exc) or attempt > self.retries:
+                    raise
+                logger.warning("database unavailable (%s); retrying batch of %d in %.1fs",
+                               _one_line(exc), len(records), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
+
+    def _upsert_batch(self, records: Sequence[Mapping[str, Any]], run_id: int | None) -> StoreResult:
+        result = StoreResult()
+        now = utcnow()
+        with self.sessions.begin() as session:
+            urls = [r["canonical_url"] for r in records]
+            existing = {a.canonical_url: a for a in session.scalars(
+                select(Article).where(Article.canonical_url.in_(urls)))}
+            for record in records:
+                url = record["canonical_url"]
+                try:
+                    outcome = self._store_one(session, existing, record, run_id, now)
+                except IntegrityError:
+                    # Inserted concurrently by another crawler: store it as an update.
+                    existing.pop(url, None)
+                    try:
+                        outcome = self._store_one(session, existing, record, run_id, now)
+                    except (StatementError, ValueError, TypeError, KeyError) as exc:
+                        if _is_transient(exc):
+                            raise
+                        result.failed.append((url, _one_line(exc)))
+                        continue
+                except (StatementError, ValueError, TypeError, KeyError) as exc:
+                    if _is_transient(exc):
+                        raise
+                    existing.pop(url, None)
+                    result.failed.append((url, _one_line(exc)))
+                    continue
+                if outcome == "inserted":
+                    result.inserted += 1
+                elif outcome == "duplicate":
+                    result.inserted += 1
+                    result.content_duplicates += 1
+                elif outcome == "updated":
+                    result.updated += 1
+                else:
+                    result.unchanged += 1
+        return result
+
+    def _store_one(self, session: Session, existing: dict[str, Article], record: Mapping[str, Any],
+                   run_id: int | None, now: datetime) -> str:
+        """Store one record inside its own savepoint; return what happened."""
+        url = record["canonical_url"]
+        with session.begin_nested():
+            article = existing.get(url)
+            if article is None:
+                article = session.scalar(select(Article).where(Article.canonical_url == url))
+            if article is None:
+                article = self._insert(session, record, run_id, now)
+                existing[url] = article
+                return "duplicate" if article.duplicate_of is not None else "inserted"
+            return "updated" if self._update(session, article, record, run_id, now) else "unchanged"
+
+    def _insert(self, session: Session, record: Mapping[str, Any], run_id: int | None,
+                now: datetime) -> Article:
+        content_hash = record["content_hash"]
+        duplicate_of = session.scalar(
+            select(func.min(Article.id)).where(
+                Article.content_hash == content_hash, Article.duplicate_of.is_(None)))
+        article = Article(
+            source=record["source"],
+            canonical_url=record["canonical_url"],
+            content_hash=content_hash,
+            duplicate_of=duplicate_of,
+            version=1,
+            http_etag=record.get("etag"),
+            http_last_modified=record.get("last_modified"),
+            first_seen_at=now,
+            last_seen_at=now,
+            updated_at=now,
+            last_run_id=run_id,
+            **{col: _column_value(record, col) for col in CONTENT_COLUMNS},
+        )
+        session.add(article)
+        session.flush()
+        session.add(_version_of(article, record.get("fetched_at") or now))
+        session.flush()
+        return article
+
+    def _update(self, session: Session, article: Article, record: Mapping[str, Any],
+                run_id: int | None, now: datetime) -> bool:
+        """Return True when the text changed (a new version was written)."""
+        article.last_seen_at = now
+        article.last_run_id = run_id
+        if record.get("etag"):
+            article.http_etag = record["etag"]
+        if record.get("last_modified"):
+            article.http_last_modified = record["last_modified"]
+        changed = (article.content_hash != record["content_hash"] or article.title != record["title"]
+                   or article.subtitle != record.get("subtitle"))
+        if not changed:
+            session.flush()
+            return False
+        for col in CONTENT_COLUMNS:
+            setattr(article, col, _column_value(record, col))
+        article.content_hash = record["content_hash"]
+        article.version += 1
+        article.updated_at = now
+        if article.modified_at is None:
+            article.modified_at = now
+        session.flush()
+        session.add(_version_of(article, record.get("fetched_at") or now))
+        session.flush()
+        return True
+
+    def count_articles(self, source: str | None = None) -> int:
+        with self.sessions() as session:
+            query = select(func.count(Article.id))
+            if source:
+                query = query.where(Article.source == source)
+            return session.scalar(query) or 0
+
+    def iter_articles(self, *, since: datetime | None = None, source: str | None = None,
+                      batch_size: int = 500) -> Iterator[Article]:
+        """Articles updated at or after `since`, oldest change first (for export)."""
+        with self.sessions() as session:
+            query = select(Article).order_by(Article.updated_at, Article.id)
+            if since is not None:
+                query = query.where(Article.updated_at >= since)
+            if source:
+                query = query.where(Article.source == source)
+            yield from session.scalars(query.execution_options(yield_per=batch_size))
+
+    # -- crawl runs ------------------------------------------------------------
+
+    def start_run(self, source: str, trigger: str = "manual") -> int:
+        with self.sessions.begin() as session:
+            run = CrawlRun(source=source, trigger=trigger, status="running", started_at=utcnow(),
+                           hostname=socket.gethostname(), pid=os.getpid())
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, *, status: str, counts: Mapping[str, int],
+                   finish_reason: str | None = None, error: str | None = None,
+                   stats: Mapping[str, Any] | None = None, exit_code: int | None = None) -> None:
+        with self.sessions.begin() as session:
+            run = session.get(CrawlRun, run_id)
+            if run is None:
+                raise KeyError(f"crawl run {run_id} not found")
+            run.status = status
+            run.finished_at = utcnow()
+            run.finish_reason = finish_reason
+            run.error = error
+            run.exit_code = exit_code
+            run.stats = dict(stats) if stats is not None else None
+            for key in ("pages", "items_stored", "items_updated", "dropped", "duplicates", "errors"):
+                setattr(run, key, int(counts.get(key, 0)))
+
+    def abandon_stale_runs(self, source: str) -> int:
+        """Close `running` records of this host whose process is gone (killed crawls)."""
+        host = socket.gethostname()
+        with self.sessions.begin() as session:
+            stale = [run.id for run in session.scalars(select(CrawlRun).where(
+                CrawlRun.source == source, CrawlRun.status == "running", CrawlRun.hostname == host))
+                if run.pid is not None and run.pid != os.getpid() and not _pid_alive(run.pid)]
+            if stale:
+                session.execute(update(CrawlRun).where(CrawlRun.id.in_(stale)).values(
+                    status="abandoned", finished_at=utcnow(),
+                    error="the crawl process ended without closing its run (killed or crashed)"))
+            return len(stale)
+
+    def get_run(self, run_id: int) -> CrawlRun | None:
+        with self.sessions() as session:
+            return session.get(CrawlRun, run_id)
+
+    def recent_runs(self, limit: int = 20, source: str | None = None) -> list[CrawlRun]:
+        with self.sessions() as session:
+            query = select(CrawlRun).order_by(CrawlRun.started_at.desc(), CrawlRun.id.desc()).limit(limit)
+            if source:
+                query = query.where(CrawlRun.source == source)
+            return list(session.scalars(query))
+
+    def field_coverage(self, source: str | None = None) -> dict[str, float]:
+        """Share of articles with each optional field filled (for summaries)."""
+        columns = {
+            "subtitle": Article.subtitle, "published_at": Article.published_at,
+            "modified_at": Article.modified_at, "language": Article.language,
+            "section": Article.section, "image_url": Article.image_url, "site_name": Article.site_name,
+        }
+        with self.sessions() as session:
+            base = select(func.count(Article.id))
+            if source:
+                base = base.where(Article.source == source)
+            total = session.scalar(base) or 0
+            if not total:
+                return {}
+            coverage = {name: (session.scalar(base.where(col.is_not(None))) or 0) / total
+                        for name, col in columns.items()}
+            rows = session.execute(select(Article.authors, Article.tags).where(
+                *( [Article.source == source] if source else []))).all()
+            coverage["authors"] = sum(1 for a, _ in rows if a) / total
+            coverage["tags"] = sum(1 for _, t in rows if t) / total
+            return coverage
+
+
+def _column_value(record: Mapping[str, Any], column: str) -> Any:
+    value = record.get(column)
+    if column in ("authors", "tags"):
+        return list(value or [])
+    return value
+
+
+def _version_of(article: Article, fetched_at: datetime) -> ArticleVersion:
+    return ArticleVersion(article_id=article.id, version=article.version, fetched_at=fetched_at,
+                          title=article.title, subtitle=article.subtitle, body=article.body,
+                          modified_at=article.modified_at, content_hash=article.content_hash)
+
+
+_TRANSIENT_MARKERS = (
+    "database is locked",
+    "server closed the connection",
+    "terminating connection",
+    "connection refused",
+    "could not connect",
+    "connection timeout",
+    "connection is closed",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "ssl syscall error",
+    "consuming input failed",
+)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A failure that a replay of the batch can cure (lost connection, lock)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig or exc).lower()
+    return isinstance(exc, OperationalError) and any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:500]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_repositories: dict[str, Repository] = {}
+
+
+def open_repository(url: str | None = None) -> Repository:
+    """The process-wide repository for a database URL, schema ensured once."""
+    resolved = resolve_database_url(url)
+    repository = _repositories.get(resolved)
+    if repository is None or repository.engine is not get_engine(resolved):
+        engine = get_engine(resolved)
+        ensure_schema(engine)
+        repository = _repositories[resolved] = Repository(engine)
+    return repository

@@ -1,0 +1,135 @@
+"""Storage on real SQLite and PostgreSQL: migrations, upserts, versions, run records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select, text
+
+from storage.db import create_db_engine
+from storage.migrate import SchemaError, current_revision, ensure_schema, head_revision, upgrade
+from storage.models import Article, ArticleVersion, Base
+from storage.repository import Repository, open_repository
+
+
+def record(url: str, body: str = "First paragraph of the story.\n\nSecond paragraph.", **extra):
+    base = {
+        "source": "demo",
+        "canonical_url": url,
+        "url": url,
+        "content_hash": extra.pop("content_hash", f"hash-of-{body}"),
+        "title": "A headline",
+        "subtitle": None,
+        "body": body,
+        "authors": ["Ana Lima"],
+        "published_at": datetime(2025, 2, 1, 10, 0, tzinfo=timezone(timedelta(hours=-5))),
+        "modified_at": None,
+        "language": "en",
+        "section": "World",
+        "tags": ["a", "b"],
+        "image_url": None,
+        "site_name": "Demo",
+    }
+    base.update(extra)
+    return base
+
+
+@pytest.fixture
+def repo(db_url: str) -> Repository:
+    repository = open_repository(db_url)
+    repository.ensure_source("demo", "Demo")
+    return repository
+
+
+def test_upgrade_head_on_empty_database_and_models_match_migrations(db_url: str) -> None:
+    engine = create_db_engine(db_url)
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert {"sources", "articles", "article_versions", "crawl_runs"} <= set(inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+    engine.dispose()
+
+
+def test_ensure_schema_refuses_foreign_tables(db_url: str) -> None:
+    engine = create_db_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE articles (id INTEGER PRIMARY KEY)"))
+    with pytest.raises(SchemaError, match="not created by newsingest"):
+        ensure_schema(engine)
+    engine.dispose()
+
+
+def test_upsert_is_idempotent_and_versions_changes(repo: Repository) -> None:
+    first = repo.upsert_articles([record("https://example.com/a/"), record("https://example.com/b/", body="Other")])
+    assert (first.inserted, first.updated, first.unchanged) == (2, 0, 0)
+    again = repo.upsert_articles([record("https://example.com/a/")])
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 1)
+    assert repo.count_articles() == 2
+
+    changed = repo.upsert_articles([record("https://example.com/a/", body="Corrected text.", title="New headline")])
+    assert changed.updated == 1
+    with repo.sessions() as session:
+        article = session.scalar(select(Article).where(Article.canonical_url == "https://example.com/a/"))
+        assert article is not None
+        assert (article.version, article.title, article.body) == (2, "New headline", "Corrected text.")
+        versions = session.scalars(select(ArticleVersion).where(ArticleVersion.article_id == article.id)
+                                   .order_by(ArticleVersion.version)).all()
+        assert [(v.version, v.title) for v in versions] == [(1, "A headline"), (2, "New headline")]
+        assert versions[0].body.startswith("First paragraph")
+
+
+def test_timestamps_come_back_as_utc(repo: Repository) -> None:
+    repo.upsert_articles([record("https://example.com/t/")])
+    with repo.sessions() as session:
+        article = session.scalar(select(Article))
+        assert article is not None and article.published_at is not None
+        assert article.published_at.utcoffset() == timedelta(0)
+        assert article.published_at == datetime(2025, 2, 1, 15, 0, tzinfo=UTC)
+        assert article.first_seen_at.tzinfo is not None
+
+
+def test_same_body_under_another_url_links_to_first_row(repo: Repository) -> None:
+    result = repo.upsert_articles([
+        record("https://example.com/original/", content_hash="h1"),
+        record("https://example.com/copy/", content_hash="h1"),
+    ])
+    assert (result.inserted, result.content_duplicates) == (2, 1)
+    later = repo.upsert_articles([record("https://example.com/copy-2/", content_hash="h1")])
+    assert later.content_duplicates == 1
+    with repo.sessions() as session:
+        rows = {a.canonical_url: a for a in session.scalars(select(Article))}
+    original = rows["https://example.com/original/"]
+    assert original.duplicate_of is None
+    assert rows["https://example.com/copy/"].duplicate_of == original.id
+    assert rows["https://example.com/copy-2/"].duplicate_of == original.id
+
+
+def test_one_bad_row_does_not_poison_the_batch(repo: Repository) -> None:
+    bad = record("https://example.com/bad/", published_at=datetime(2025, 1, 1))  # naive: refused
+    missing_title = record("https://example.com/no-title/", title=None)  # NOT NULL violation
+    result = repo.upsert_articles([record("https://example.com/ok-1/"), bad, missing_title,
+                                   record("https://example.com/ok-2/", body="Different")])
+    assert result.inserted == 2
+    assert sorted(url for url, _ in result.failed) == ["https://example.com/bad/", "https://example.com/no-title/"]
+    assert repo.count_articles() == 2
+
+
+def test_run_records_and_abandoned_runs(repo: Repository) -> None:
+    run_id = repo.start_run("demo", "manual")
+    repo.finish_run(run_id, status="succeeded", counts={"pages": 5, "items_stored": 3}, finish_reason="finished")
+    run = repo.get_run(run_id)
+    assert run is not None
+    assert (run.status, run.pages, run.items_stored, run.finish_reason) == ("succeeded", 5, 3, "finished")
+    assert run.finished_at is not None and run.finished_at >= run.started_at
+
+    stale = repo.start_run("demo", "schedule")
+    with repo.sessions.begin() as session:
+        session.execute(text("UPDATE crawl_runs SET pid = 999999999 WHERE id = :id"), {"id": stale})
+    assert repo.abandon_stale_runs("demo") == 1
+    assert repo.get_run(stale).status == "abandoned"
+    assert [r.id for r in repo.recent_runs(source="demo")] == [stale, run_id]
