@@ -29,7 +29,8 @@ def test_news_sitemap_fields() -> None:
 <urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" xmlns:news="http://www.google.com/schemas/sitemap-news/0.9">
 <url><loc>https://news.example.com/world/2025/03/01/talks-resume/</loc><news:news>
 <news:publication><news:name>Example</news:name><news:language>en</news:language></news:publication>
-<news:publication_date>2025-03-01T09:00:00-05:00</news:publication_date><news:title>Talks resume – in Zürich</news:title>
+<news:publication_date>2025-03-01T09:00:00-05:00</news:publication_date>
+<news:title>Talks resume – in Zürich</news:title>
 </news:news></url></urlset>""".encode()
     listing = parse_listing(body, BASE)
     assert listing.kind == "urlset"
