@@ -1,0 +1,120 @@
+"""Crawl a newssite build with `newsingest crawl` and check the database against its manifest.
+
+    python bench/newssite_crawl.py --articles 500 [--db URL] [--newssite ../shared/bench]
+
+Builds the site (shared/bench/newssite), serves it with its stdlib server on a
+free loopback port (faults on: 500s, flaky 500s, slow pages), crawls it once
+with the real spider and pipelines, and prints how many manifest articles were
+stored exactly once, which were missing or extra, and field accuracy. A
+benchmark script, not a test: its output goes in closing notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from crawler.demo.run import write_sources_file  # noqa: E402
+from storage.db import create_db_engine, session_factory  # noqa: E402
+from storage.models import Article, CrawlRun  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def expected_rows(manifest: dict) -> dict[str, dict]:
+    """Manifest articles that must become exactly one row each, by canonical URL."""
+    out = {}
+    for a in manifest["articles"]:
+        if a["kind"] == "stub" or a.get("fault") == "500":
+            continue
+        if a["canonical_declared"] and a["canonical_declared"] != a["url"]:
+            continue  # declares another page canonical: merged into that row
+        out[a["url"]] = a
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--articles", type=int, default=500)
+    parser.add_argument("--seed", default="42")
+    parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument("--newssite", default=str(ROOT.parent / "shared" / "bench"))
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="newssite-") as tmp:
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": args.newssite}
+        out = Path(tmp) / "site"
+        subprocess.run([sys.executable, "-m", "newssite", "build", str(out), "--articles", str(args.articles),
+                        "--seed", args.seed, "--port", str(port)], env=env, check=True, stdout=subprocess.DEVNULL)
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        base = manifest["base_url"]
+        server = subprocess.Popen([sys.executable, "-m", "newssite", "serve", str(out), "--port", str(port)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1.0)
+            db_url = args.db or f"sqlite:///{tmp}/news.db"
+            sources = write_sources_file(Path(tmp) / "sources.toml", {"herald": {
+                "site_name": "The Loopback Herald", "allowed_domains": ["127.0.0.1"],
+                "feeds": [f"{base}/rss.xml"], "sitemaps": [f"{base}/sitemap.xml"], "start_urls": [f"{base}/"],
+                "settings": {"AUTOTHROTTLE_ENABLED": False}}})
+            started = time.perf_counter()
+            crawl = subprocess.run([sys.executable, "-m", "crawler.cli", "crawl", "herald", "--sources", str(sources),
+                                    "--db", db_url, "-s", "LOG_LEVEL=WARNING"], cwd=ROOT, text=True,
+                                   capture_output=True)
+            elapsed = time.perf_counter() - started
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+        engine = create_db_engine(db_url)
+        with session_factory(engine)() as session:
+            stored = {a.canonical_url: a for a in session.scalars(select(Article).where(Article.source == "herald"))}
+            run = session.scalars(select(CrawlRun).order_by(CrawlRun.id.desc())).first()
+        engine.dispose()
+
+    expected = expected_rows(manifest)
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    found = [u for u in expected if u in stored]
+    title = sum(stored[u].title == expected[u]["title"] for u in found)
+    authors = sum(stored[u].authors == expected[u]["authors"] for u in found)
+    published = sum(stored[u].published_at == datetime.fromisoformat(expected[u]["published"]) for u in found)
+    body = sum(stored[u].body == expected[u]["body"] for u in found)
+    print(f"newssite: {args.articles} base articles, {len(manifest['articles'])} in manifest, "
+          f"{len(expected)} expected rows")
+    print(f"crawl: exit {crawl.returncode}, {elapsed:.1f}s, run status {run.status if run else None}, "
+          f"pages {run.pages if run else 0}")
+    print(f"stored rows: {len(stored)}; expected found once: {len(found)}/{len(expected)}; "
+          f"missing {len(missing)}; extra {len(extra)}")
+    n = max(1, len(found))
+    print(f"exact: title {title / n:.3f}, authors {authors / n:.3f}, published_at {published / n:.3f}, "
+          f"body {body / n:.3f}")
+    for url in missing[:10]:
+        print("  missing:", url, expected[url]["hazards"])
+    for url in extra[:10]:
+        print("  extra:", url)
+    if crawl.returncode:
+        print(crawl.stderr[-2000:])
+    return 0 if not missing and not extra and crawl.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
