@@ -57,6 +57,10 @@ ITEM_PIPELINES = {
     "pipelines.dedupe.DedupePipeline": 300,
     "pipelines.store.StorePipeline": 400,
 }
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "crawler.middlewares.RobotsTxtMiddleware": 100,
+}
 EXTENSIONS = {
     "crawler.runrecord.CrawlRunRecorder": 10,
 }

@@ -1,0 +1,69 @@
+"""robots.txt is obeyed by every request, also those that waited for it together."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from crawler.demo.run import write_sources_file
+
+ROOT = Path(__file__).resolve().parents[1]
+ROBOTS = b"User-agent: *\nDisallow: /private/\n"
+
+
+class SlowRobotsSite(BaseHTTPRequestHandler):
+    """robots.txt answers after 0.5 s, so every start request waits for it together."""
+
+    hits: Counter[str] = Counter()
+
+    def do_GET(self) -> None:
+        self.hits[self.path] += 1
+        if self.path == "/robots.txt":
+            time.sleep(0.5)
+            body, kind = ROBOTS, "text/plain"
+        else:
+            body, kind = b"<html><head><title>page</title></head><body><p>Hello.</p></body></html>", "text/html"
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_robots_site() -> Iterator[str]:
+    SlowRobotsSite.hits = Counter()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowRobotsSite)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_concurrent_requests_waiting_for_robots_all_obey_it(slow_robots_site: str, tmp_path: Path) -> None:
+    private = [f"{slow_robots_site}/private/page-{i}/" for i in range(5)]
+    sources = write_sources_file(tmp_path / "sources.toml", {"site": {
+        "allowed_domains": ["127.0.0.1"], "start_urls": [*private, f"{slow_robots_site}/public/"],
+        "follow_depth": 0}})
+    result = subprocess.run(
+        [sys.executable, "-m", "crawler.cli", "crawl", "site", "--sources", str(sources),
+         "--db", f"sqlite:///{tmp_path / 'news.db'}", "-s", "AUTOTHROTTLE_ENABLED=False",
+         "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=16"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert SlowRobotsSite.hits["/robots.txt"] == 1
+    assert SlowRobotsSite.hits["/public/"] == 1, result.stderr[-2000:]
+    assert not [path for path in SlowRobotsSite.hits if path.startswith("/private/")]
