@@ -1,0 +1,333 @@
+"""Pure article extraction: (html, url) -> fields, no Scrapy, testable offline.
+
+Sources are layered from most to least trustworthy: per-source overrides,
+JSON-LD, OpenGraph/``article:*``/other meta, visible markup, then trafilatura
+for the body and htmldate for a missing date. The HTML is parsed once and the
+tree is shared; non-article pages skip the (expensive) body extraction.
+Values are raw here; ``pipelines.clean.clean_fields`` normalises them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from lxml.html import HtmlElement
+
+from crawler.extract import markup
+from crawler.extract.body import blocks_text, extract_body, find_container
+from crawler.extract.dates import htmldate_fallback, parse_any
+from crawler.extract.parse import parse_html
+from crawler.extract.structured import (
+    LISTING_TYPES,
+    Structured,
+    ld_image,
+    ld_keywords,
+    ld_names,
+    ld_text,
+    meta_all,
+    meta_first,
+    read_structured,
+)
+
+__all__ = ["Page", "extract_article", "extract_page"]
+
+_FIELDS = ("url", "canonical_url", "title", "subtitle", "body", "authors", "published_at", "modified_at",
+           "language", "section", "tags", "image_url", "site_name")
+_LISTING_URL = re.compile(r"/(?:tags?|topics?|authors?|category|categories|section|page|search|archive)/", re.I)
+_ARTICLE_SCORE = 3
+
+
+@dataclass(slots=True)
+class Page:
+    """One extracted page: the article fields and why it was (not) taken as an article."""
+
+    is_article: bool
+    fields: dict[str, Any]
+    signals: list[str] = field(default_factory=list)
+
+
+# -- overrides ------------------------------------------------------------------------
+
+
+def _select(tree: HtmlElement, selector: str) -> list[Any]:
+    """XPath when the selector starts with ``/`` or ``(``, else CSS."""
+    sel = selector.strip()
+    if sel.startswith(("/", "(")):
+        result = tree.xpath(sel)
+        return result if isinstance(result, list) else [result]
+    return list(tree.cssselect(sel))
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, HtmlElement):
+        return markup.text_of(value)
+    return markup.norm(str(value))
+
+
+def _apply_overrides(tree: HtmlElement, overrides: Mapping[str, str], signals: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, selector in overrides.items():
+        if key not in ("body", "title", "authors", "published_at") or not selector:
+            continue
+        try:
+            matches = _select(tree, selector)
+        except Exception as exc:  # a bad selector in sources.toml must not kill the crawl
+            signals.append(f"override:{key}:error:{type(exc).__name__}")
+            continue
+        if not matches:
+            signals.append(f"override:{key}:no-match")
+            continue
+        if key == "title":
+            found["title"] = _as_text(matches[0]) or None
+        elif key == "authors":
+            found["authors"] = [t for t in (_as_text(m) for m in matches) if t]
+        elif key == "published_at":
+            m = matches[0]
+            raw = (m.get("datetime") or m.get("content") or markup.text_of(m)) if isinstance(
+                m, HtmlElement) else str(m)
+            found["published_at"] = parse_any(raw)
+        else:
+            elements = [m for m in matches if isinstance(m, HtmlElement)]
+            texts = blocks_text(elements) if elements else [_as_text(m) for m in matches]
+            found["body"] = "\n\n".join(t for t in texts if t)
+        signals.append(f"override:{key}")
+    return found
+
+
+# -- dates ------------------------------------------------------------------------
+
+
+def _pick_date(candidates: list[datetime | None]) -> datetime | None:
+    """First candidate; a naive one borrows the zone of an aware candidate with the same wall time."""
+    values = [c for c in candidates if c is not None]
+    if not values:
+        return None
+    top = values[0]
+    if top.tzinfo is not None:
+        return top
+    for other in values[1:]:
+        if other.tzinfo is not None and other.replace(tzinfo=None) == top:
+            return other
+    for other in values[1:]:
+        if other.tzinfo is not None and other.date() == top.date() and top.time() == datetime.min.time():
+            return other
+    return top.replace(tzinfo=UTC)
+
+
+# -- classification ---------------------------------------------------------------------
+
+
+def _classify(url: str, data: Structured, h1s: list[HtmlElement], tree: HtmlElement, body_chars: int,
+              has_date: bool, has_byline: bool, signals: list[str]) -> bool:
+    """Score article evidence against listing evidence; every reason goes to ``signals``."""
+    score = 0
+
+    def add(points: int, reason: str) -> None:
+        nonlocal score
+        score += points
+        signals.append(f"{reason}({points:+d})")
+
+    if data.article is not None:
+        add(3, "jsonld:" + (ld_text(data.article.get("@type")) or "Article"))
+    elif data.types & LISTING_TYPES:
+        add(-2, "jsonld:listing")
+    og_type = (meta_first(data, "og:type") or "").lower()
+    if og_type == "article":
+        add(2, "og:type=article")
+    elif og_type in ("website", "profile", "book", "video.other"):
+        add(-1, f"og:type={og_type}")
+    if meta_first(data, "article:published_time"):
+        add(1, "meta:article:published_time")
+    if len(h1s) == 1:
+        add(1, "single-h1")
+    elif len(h1s) > 1:
+        add(-1, f"h1x{len(h1s)}")
+    if body_chars >= 500:
+        add(2, f"paragraph-text:{body_chars}")
+        if body_chars >= 1500:
+            add(1, "paragraph-text:long")
+        if body_chars >= 3000:
+            add(1, "paragraph-text:very-long")
+    if has_date:
+        add(1, "date")
+    if has_byline:
+        add(1, "byline")
+    teasers = 0
+    for el in tree.iter("article"):
+        if el.find(".//h2/a") is not None or el.find(".//h3/a") is not None or "teaser" in (el.get("class") or ""):
+            teasers += 1
+    if teasers >= 3:
+        add(-4, f"teasers:{teasers}")
+    elif teasers:
+        add(-1, f"teasers:{teasers}")
+    path = urlsplit(url).path
+    if path in ("", "/") or _LISTING_URL.search(path):
+        add(-2, "url:listing-like")
+    decided = score >= _ARTICLE_SCORE
+    signals.append(f"score={score}")
+    return decided
+
+
+# -- main -------------------------------------------------------------------------
+
+
+def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
+                 overrides: Mapping[str, str] | None = None) -> Page:
+    """Extract the article fields of one page (raw: clean them with ``clean_fields``)."""
+    tree = parse_html(html, encoding)
+    signals: list[str] = []
+    fields: dict[str, Any] = dict.fromkeys(_FIELDS)
+    fields["url"] = url
+    fields["authors"] = []
+    fields["tags"] = []
+    forced = _apply_overrides(tree, overrides, signals) if overrides else {}
+
+    data = read_structured(tree)
+    art = data.article or {}
+
+    canonical = data.canonical or meta_first(data, "og:url")
+    fields["canonical_url"] = urljoin(url, canonical) if canonical else None
+
+    # title
+    h1s = markup.headlines(tree)
+    declared_titles = [ld_text(art.get("headline")), meta_first(data, "og:title", "twitter:title"),
+                       ld_text(art.get("name")), meta_first(data, "parsely-title", "sailthru.title", "dc.title")]
+    title_tag = tree.find(".//title")
+    if title_tag is not None and markup.text_of(title_tag):
+        declared_titles.append(markup.text_of(title_tag))
+    title, title_el = markup.pick_title(h1s, declared_titles)
+    fields["title"] = forced.get("title") or title
+
+    # subtitle
+    description = meta_first(data, "description", "og:description", "twitter:description") or ld_text(
+        art.get("description"))
+    subtitle, subtitle_el = markup.find_subtitle(title_el, fields["title"], description)
+    fields["subtitle"] = subtitle
+
+    region = _region(title_el, tree)
+
+    # authors
+    byline_names, byline_nodes = markup.find_authors(tree if region is None else region, tree if region is None
+                                                     else region)
+    ld_authors = ld_names(art.get("author") or art.get("creator"))
+    if ld_authors and _all_organizations(art.get("author")) and byline_names:
+        ld_authors = []
+    meta_authors = [a for a in meta_all(data, "article:author", "author", "parsely-author", "sailthru.author",
+                                        "dc.creator", "dcterms.creator", "byl") if not _is_url(a)]
+    fields["authors"] = forced.get("authors") or ld_authors or byline_names or meta_authors
+
+    # dates
+    scope = region if region is not None else tree
+    time_pub, time_mod = markup.find_times(scope)
+    vis_pub = vis_mod = None
+    if time_pub is None:
+        vis_pub, vis_mod = markup.find_visible_dates(scope)
+    meta_pub = [parse_any(v) for v in (
+        meta_first(data, "article:published_time"), meta_first(data, "og:published_time", "published_time"),
+        meta_first(data, "datepublished", "pubdate", "publishdate", "publish-date", "date", "dc.date",
+                   "dc.date.issued", "dcterms.created", "dcterms.issued", "parsely-pub-date", "sailthru.date",
+                   "article.published", "cxenseparse:recs:publishtime"))]
+    published = _pick_date([parse_any(ld_text(art.get("datePublished"))), *meta_pub,
+                            parse_any(ld_text(art.get("dateCreated"))), time_pub, vis_pub])
+    modified = _pick_date([parse_any(ld_text(art.get("dateModified"))),
+                           parse_any(meta_first(data, "article:modified_time", "og:updated_time",
+                                                "dcterms.modified", "last-modified", "article.updated")),
+                           time_mod, vis_mod])
+    if forced.get("published_at"):
+        published = forced["published_at"]
+        signals.append("date:override")
+
+    # the rest of the metadata
+    fields["language"] = (ld_text(art.get("inLanguage")) or data.html_lang
+                          or meta_first(data, "og:locale", "content-language", "language", "dc.language"))
+    section = art.get("articleSection")
+    fields["section"] = ld_text(section) or meta_first(data, "article:section", "parsely-section",
+                                                       "sailthru.section", "section")
+    tags = ld_keywords(art.get("keywords")) or meta_all(data, "article:tag")
+    if not tags:
+        raw = meta_first(data, "news_keywords", "parsely-tags", "sailthru.tags")
+        tags = [t.strip() for t in (raw or "").split(",") if t.strip()]
+    # broken markup can close the <article> before its tag list: then look page-wide
+    fields["tags"] = tags or markup.find_tags(scope) or (markup.find_tags(tree) if scope is not tree else [])
+    image = meta_first(data, "og:image", "og:image:url", "og:image:secure_url") or ld_image(art.get("image")) \
+        or meta_first(data, "twitter:image", "twitter:image:src")
+    fields["image_url"] = urljoin(url, image) if image else None
+    publisher = art.get("publisher")
+    fields["site_name"] = (meta_first(data, "og:site_name", "application-name")
+                           or (ld_text(publisher) if isinstance(publisher, (dict, str)) else None)
+                           or data.site_name or _site_from_title(tree, title_tag))
+
+    # classify before the expensive part
+    container, container_chars = find_container(tree)
+    is_article = _classify(url, data, h1s, tree, container_chars, bool(published), bool(byline_names or
+                                                                                       ld_authors), signals)
+    if forced.get("body") is not None:
+        fields["body"] = forced["body"]
+        is_article = is_article or bool(forced["body"])
+    elif is_article:
+        if published is None:
+            published = htmldate_fallback(tree, url)
+            if published is not None:
+                signals.append("date:htmldate")
+        drop = [n for n in (subtitle_el, *byline_nodes) if n is not None]
+        result = extract_body(tree, url, container=container, score=container_chars, drop=drop,
+                              title=fields["title"], subtitle=subtitle)
+        fields["body"] = result.text
+        if result.kicker:
+            signals.append("kicker")
+            if not fields["subtitle"]:
+                fields["subtitle"] = result.kicker
+    fields["published_at"] = published
+    fields["modified_at"] = modified
+    return Page(is_article=is_article, fields=fields, signals=signals)
+
+
+def extract_article(html: str | bytes, url: str, **kw: Any) -> dict[str, Any]:
+    """Convenience: ``extract_page(...).fields``."""
+    return extract_page(html, url, **kw).fields
+
+
+def _region(title_el: HtmlElement | None, tree: HtmlElement) -> HtmlElement | None:
+    """Where the article's own byline/date/tags live: its ``<article>``, else ``<main>``, else the page."""
+    if title_el is not None:
+        node = title_el.getparent()
+        while node is not None:
+            if node.tag == "article" or node.get("role") == "main" or node.tag == "main":
+                return node
+            node = node.getparent()
+    main = tree.find(".//main")
+    return main
+
+
+_TITLE_SUFFIX = re.compile(r"\s+[|\-–—·•»]\s+([^|\-–—·•»]{2,60})$")
+
+
+def _site_from_title(tree: HtmlElement, title_tag: HtmlElement | None) -> str | None:
+    """The ``<title>`` suffix, when the page's home link/logo shows the same name."""
+    if title_tag is None:
+        return None
+    m = _TITLE_SUFFIX.search(markup.text_of(title_tag))
+    if not m:
+        return None
+    suffix = m.group(1).strip()
+    for el in tree.xpath('//a[@href="/" or contains(concat(" ", @rel, " "), " home ")]'
+                         '|//*[contains(@class, "logo") or contains(@class, "site-title")]'):
+        if markup.text_of(el).casefold() == suffix.casefold():
+            return suffix
+    return None
+
+
+def _all_organizations(value: Any) -> bool:
+    items = value if isinstance(value, list) else [value]
+    return bool(items) and all(isinstance(i, dict) and str(i.get("@type", "")).lower() == "organization"
+                               for i in items)
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://", "//", "www."))
+

@@ -1,0 +1,210 @@
+"""Extraction + cleaning against saved pages (Fundus style: one HTML fixture, one expected JSON).
+
+Fixtures: pages of the newssite generator (expected values from its manifest),
+real pages of the article-extraction benchmark (snippets and an F1 floor), and
+non-article pages. The seed article has a test of its own.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crawler.extract import Page, extract_article, extract_page
+from crawler.extract.dates import parse_visible
+from crawler.items import ARTICLE_FIELDS
+from pipelines.clean import clean_fields
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXTRACT_CASES = sorted(p.name.removesuffix(".json") for p in (FIXTURES / "extract").glob("*.json"))
+WORD = re.compile(r"\w+")
+
+
+def _run(name: str) -> tuple[dict[str, Any], Page, dict[str, Any]]:
+    spec = json.loads((FIXTURES / "extract" / f"{name}.json").read_text(encoding="utf-8"))
+    html = gzip.decompress((FIXTURES / "extract" / f"{name}.html.gz").read_bytes())
+    page = extract_page(html, spec["url"], encoding=spec.get("encoding"))
+    return spec, page, clean_fields(page.fields)
+
+
+def _token_f1(got: str, want: str) -> float:
+    a, b = Counter(WORD.findall(got)), Counter(WORD.findall(want))
+    tp = sum((a & b).values())
+    if not tp:
+        return 0.0
+    precision, recall = tp / sum(a.values()), tp / sum(b.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def test_fixture_set_covers_the_cases() -> None:
+    """Guard against a silently emptied fixture folder: the parametrized test would pass on nothing."""
+    names = set(EXTRACT_CASES)
+    assert len(names) >= 25
+    assert {n for n in names if n.startswith("bench-")} and {n for n in names if "listing" in n}
+    assert {f"newssite-visible-{f}" for f in ("us-long", "eu-long", "gmt-short", "iso-local", "us-numeric")} <= names
+
+
+@pytest.mark.parametrize("name", EXTRACT_CASES)
+def test_extract_fixture(name: str) -> None:
+    spec, page, fields = _run(name)
+    assert page.is_article is spec["is_article"], page.signals
+    assert set(page.fields) == set(ARTICLE_FIELDS)
+    if not spec["is_article"]:
+        return
+    assert fields["url"] == spec["url"]
+    for key, want in spec.get("fields", {}).items():
+        got = fields[key]
+        if key in ("published_at", "modified_at"):
+            assert got is not None and got.tzinfo is not None, f"{key} missing or naive: {got!r}"
+            assert got.utcoffset() == timedelta(0), "clean_fields must convert to UTC"
+            assert got == datetime.fromisoformat(want), key
+        else:
+            assert got == want, key
+    body = fields["body"] or ""
+    if "body" in spec:
+        assert body == spec["body"]
+        assert "\n\n\n" not in body and not body.startswith("\n")
+    flat = " ".join(body.split())
+    for snippet in spec.get("body_contains", []):
+        assert " ".join(snippet.split()) in flat, snippet
+    for snippet in spec.get("body_not_contains", []):
+        assert snippet not in body, snippet
+    if "body_f1_min" in spec:  # real pages: token-bag F1 against the benchmark's annotated body
+        assert _token_f1(body, spec["truth_body"]) >= spec["body_f1_min"]
+
+
+BENCH_CASES = [name for name in EXTRACT_CASES if name.startswith("bench-")]
+
+
+def test_bench_fixtures_keep_their_snippets_in_order() -> None:
+    """The first/middle/last snippets must come out in reading order (no shuffled blocks)."""
+    for name in BENCH_CASES:
+        spec, _page, fields = _run(name)
+        flat = " ".join((fields["body"] or "").split())
+        positions = [flat.find(" ".join(s.split())) for s in spec["body_contains"]]
+        assert positions == sorted(positions) and positions[0] >= 0, name
+
+
+# -- the seed article -------------------------------------------------------------------------
+
+
+def test_seed_article() -> None:
+    expected = json.loads((FIXTURES / "seed" / "expected.json").read_text(encoding="utf-8"))
+    html = (FIXTURES / "seed" / "raven-tribune.html").read_bytes()
+    page = extract_page(html, "http://127.0.0.1:8080/pretext-for-general-mobilization/")
+    fields = clean_fields(page.fields)
+    assert page.is_article, page.signals
+    assert fields["title"] == expected["title"]
+    assert fields["subtitle"] == expected["subtitle"]
+    assert fields["site_name"] == expected["site_name"]
+    assert fields["published_at"].date().isoformat() == expected["published_date"]
+    assert fields["published_at"].tzinfo is not None
+    assert fields["body"] == "\n\n".join(expected["body_paragraphs"])
+    for text in expected["must_not_contain"]:
+        assert text not in fields["body"]
+        assert text not in (fields["subtitle"] or "")
+    assert fields["language"] == "en"
+    assert fields["tags"] == ["Donetsk", "Luhansk"]
+
+
+def test_seed_article_from_text_only() -> None:
+    """The naive scrape of the seed page cleans to the same row (the cleaning rules alone)."""
+    naive_text = (FIXTURES / "seed" / "article.txt").read_text(encoding="utf-8")
+    expected = json.loads((FIXTURES / "seed" / "expected.json").read_text(encoding="utf-8"))
+    fields = clean_fields({"title": expected["title"], "subtitle": None, "body": naive_text,
+                           "site_name": expected["site_name"], "language": None})
+    assert fields["body"] == "\n\n".join(expected["body_paragraphs"])
+    assert fields["subtitle"] == expected["subtitle"]
+    assert fields["language"] == "en"
+
+
+# -- API details --------------------------------------------------------------------------------
+
+_ARTICLE = """<html lang="de-DE"><head><title>Ein Titel | Zeitung</title>
+<meta property="og:site_name" content="Zeitung"><link rel="canonical" href="/a/1">
+</head><body><article><h1>Ein Titel</h1>
+<div class="byline">Von <span class="name">Erika Muster</span></div>
+<div class="pubdate" data-when="2024-06-03T16:15:00+02:00">3. Juni 2024</div>
+<div class="text">{paras}</div></article></body></html>"""
+_PARAS = "".join(f"<p>Absatz {i}: " + "Dies ist ein ausreichend langer Satz im Artikel. " * 4 + "</p>"
+                 for i in range(5))
+
+
+def test_overrides_win_css_and_xpath() -> None:
+    html = _ARTICLE.format(paras=_PARAS)
+    page = extract_page(html, "https://zeitung.example/a/1?x=1", overrides={
+        "title": "article h1",
+        "authors": "//div[@class='byline']/span[@class='name']",
+        "published_at": "//div[@class='pubdate']/@data-when",
+        "body": "div.text p:nth-child(-n+2)",
+    })
+    fields = page.fields
+    assert fields["title"] == "Ein Titel"
+    assert fields["authors"] == ["Erika Muster"]
+    assert fields["published_at"] == datetime(2024, 6, 3, 14, 15, tzinfo=UTC)
+    assert fields["body"].count("\n\n") == 1 and fields["body"].startswith("Absatz 0:")
+    assert fields["canonical_url"] == "https://zeitung.example/a/1"
+    assert "override:body" in page.signals
+
+
+def test_bad_override_is_reported_not_raised() -> None:
+    page = extract_page(_ARTICLE.format(paras=_PARAS), "https://zeitung.example/a/1",
+                        overrides={"title": "//h1[", "body": "div.nothing-here"})
+    assert any(s.startswith("override:title:error") for s in page.signals)
+    assert "override:body:no-match" in page.signals
+    assert page.fields["title"] == "Ein Titel"
+
+
+def test_windows_1252_bytes_and_declared_encoding() -> None:
+    title = "Caf\u00e9 \u2013 \u201cquoted\u201d"
+    html = ("<html><head><meta http-equiv='Content-Type' content='text/html; charset=windows-1252'>"
+            f"<title>{title}</title></head><body><h1>{title}</h1></body></html>").encode("cp1252")
+    assert extract_page(html, "https://x.example/").fields["title"] == title
+    latin = "<html><body><h1>Stra\u00dfe</h1></body></html>".encode("latin-1")
+    assert extract_page(latin, "https://x.example/", encoding="iso-8859-1").fields["title"] == "Stra\u00dfe"
+
+
+def test_extract_article_is_the_fields_and_empty_input_is_safe() -> None:
+    html = _ARTICLE.format(paras=_PARAS)
+    assert extract_article(html, "https://zeitung.example/a/1") == extract_page(
+        html, "https://zeitung.example/a/1").fields
+    empty = extract_page(b"", "https://x.example/")
+    assert empty.is_article is False and empty.fields["body"] is None
+
+
+def test_listing_page_skips_body_extraction() -> None:
+    teasers = "".join(f'<article class="teaser"><h2><a href="/s/{i}">Story {i}</a></h2>'
+                      f"<p>{'Teaser text for the story. ' * 5}</p></article>" for i in range(8))
+    page = extract_page(f"<html><body><h1>World</h1>{teasers}</body></html>", "https://x.example/world/")
+    assert page.is_article is False
+    assert page.fields["body"] is None
+    assert any(s.startswith("teasers:8") for s in page.signals)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("June 3, 2024 at 4:15 p.m. EST", datetime(2024, 6, 3, 16, 15, tzinfo=timezone(timedelta(hours=-5)))),
+        ("3 June 2024, 16:15 EST", datetime(2024, 6, 3, 16, 15, tzinfo=timezone(timedelta(hours=-5)))),
+        ("Mon 3 Jun 2024 21.15 GMT", datetime(2024, 6, 3, 21, 15, tzinfo=UTC)),
+        ("2024-06-03 16:15 (EST)", datetime(2024, 6, 3, 16, 15, tzinfo=timezone(timedelta(hours=-5)))),
+        ("06/03/2024 04:15 PM EST", datetime(2024, 6, 3, 16, 15, tzinfo=timezone(timedelta(hours=-5)))),
+        ("06/03/2024 12:05 AM EST", datetime(2024, 6, 3, 0, 5, tzinfo=timezone(timedelta(hours=-5)))),
+        ("Posted 13/06/2024 09:30 +0200", datetime(2024, 6, 13, 9, 30, tzinfo=timezone(timedelta(hours=2)))),
+        ("2024-06-03T16:15:00Z", datetime(2024, 6, 3, 16, 15, tzinfo=UTC)),
+        ("February 2, 2023", datetime(2023, 2, 2)),
+        ("no date here", None),
+    ],
+)
+def test_visible_date_formats(text: str, want: datetime | None) -> None:
+    got = parse_visible(text)
+    assert got == want
+    if want is not None:
+        assert (got.tzinfo is None) == (want.tzinfo is None)
