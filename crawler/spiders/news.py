@@ -20,6 +20,7 @@ from scrapy.http import Request, Response, TextResponse
 from scrapy.linkextractors import IGNORED_EXTENSIONS, LinkExtractor
 
 from crawler.discovery import DecompressionError, maybe_gunzip, parse_listing, sitemaps_from_robots
+from crawler.encoding import decode_html
 from crawler.extract import extract_page
 from crawler.items import ArticleItem
 from crawler.sources import Source, load_source, resolve_sources_path
@@ -126,9 +127,12 @@ class NewsSpider(scrapy.Spider):
             stats.inc_value("newsingest/pages/not_text")
             return
         stats.inc_value("newsingest/pages/parsed")
+        content_type = _header(response.headers, b"Content-Type")
+        text, encoding, how = decode_html(response.body, content_type)
+        if how in ("detected", "fallback"):
+            stats.inc_value(f"newsingest/encoding/{how}")
         try:
-            page = extract_page(response.text, response.url, encoding=response.encoding,
-                                overrides=self.source.extraction or None)
+            page = extract_page(text, response.url, encoding=encoding, overrides=self.source.extraction or None)
         except Exception:  # a broken page must not end the crawl
             stats.inc_value("newsingest/pages/extract_error")
             logger.exception("extraction failed for %s", response.url)
