@@ -66,6 +66,12 @@ BOILERPLATE_LINE_PATTERNS: list[re.Pattern[str]] = [
                r"|inbox|e-?mail|updates|briefing|alerts?|unlimited access|subscription)\b.{0,80}$", re.I),
     re.compile(r"^.{0,120}\b(?:delivered to your inbox|sign up for (?:our|the)|subscribe to (?:our|the)"
                r"|newsletter)\b.{0,120}$", re.I),
+    # time stamps standing alone: "Updated at 1:23 p.m.", "Published 10:41 GMT", "Last updated: 3 hours ago"
+    re.compile(r"^(?:last )?(?:updated|published|posted|modified)(?: on| at)?\s*:?\s*"
+               r"(?:\d{1,2}[:.]\d\d\s*(?:[ap]\.?m\.?)?(?:\s*[A-Z]{2,4})?|\d+ (?:minutes?|hours?|days?) ago)\W*$", re.I),
+    # taxonomy lines: "Filed under: Politics | Elections", "Posted in News", "Tags: a, b"
+    re.compile(r"^(?:filed (?:under|in)|posted in|categor(?:y|ies)|tags?|tagged(?: with| as)?|topics?|kategorie"
+               r"|schlagworte)\s*:.{0,200}$", re.I),
     # copyright / credits lines
     re.compile(r"^(?:©|\(c\)|copyright\b).{0,200}$", re.I),
     re.compile(r"^(?:photo(?:graph)?s?|image|picture|illustration|video)\s*(?:credit)?\s*:.{0,120}$", re.I),

@@ -208,3 +208,65 @@ def test_visible_date_formats(text: str, want: datetime | None) -> None:
     assert got == want
     if want is not None:
         assert (got.tzinfo is None) == (want.tzinfo is None)
+
+
+# -- per-source overrides fix a hard site --------------------------------------------------------
+
+_HARD = """<html><head><title>Hard Site</title></head><body>
+<h1 class="brand">Hard Site</h1>
+<div class="crumbs"><h1>Section front</h1></div>
+<div class="story">
+  <div class="hed">Council approves the harbour bridge</div>
+  <div class="who"><em>Ana Lima</em> &amp; <em>Bo Chen</em></div>
+  <div class="when" data-ts="2024-06-03T09:30:00-04:00">Monday morning</div>
+  <div class="copy">{copy}</div>
+</div>
+<div class="more">{teasers}</div>
+</body></html>"""
+_COPY = "".join(f"<div class='para'>Paragraph {i} of the bridge story, long enough to be prose on its own. "
+                f"The council voted after a long debate about costs and traffic.</div>" for i in range(4))
+_TEASERS = "".join(f"<p>Teaser {i}: another long story about something else entirely that the site promotes "
+                   f"next to the article in a box.</p>" for i in range(6))
+
+
+@pytest.mark.parametrize("style", ["css", "xpath"])
+def test_overrides_fix_a_page_the_defaults_get_wrong(style: str) -> None:
+    html = _HARD.format(copy=_COPY, teasers=_TEASERS)
+    url = "https://hard.example/news/bridge"
+    default = clean_fields(extract_page(html, url, assume_article=True).fields)
+    # without help: the wrong headline, no authors, only a day-precision date, the teaser box as body
+    assert default["title"] != "Council approves the harbour bridge"
+    assert default["authors"] == []
+    assert default["published_at"] != datetime(2024, 6, 3, 13, 30, tzinfo=UTC)
+    assert "Teaser 0" in (default["body"] or "") and "Paragraph 0" not in (default["body"] or "")
+    overrides = {
+        # CSS selects elements (their text is read); an attribute value needs XPath
+        "css": {"title": "div.story div.hed", "authors": "div.who em",
+                "published_at": "//div[@class='when']/@data-ts", "body": "div.copy div.para"},
+        "xpath": {"title": "//div[@class='hed']", "authors": "//div[@class='who']/em/text()",
+                  "published_at": "//div[@class='when']/@data-ts", "body": "//div[@class='copy']/div"},
+    }[style]
+    page = extract_page(html, url, overrides=overrides)
+    fields = clean_fields(page.fields)
+    assert page.is_article
+    assert fields["title"] == "Council approves the harbour bridge"
+    assert fields["authors"] == ["Ana Lima", "Bo Chen"]
+    assert fields["published_at"] == datetime(2024, 6, 3, 13, 30, tzinfo=UTC)
+    assert fields["body"].split("\n\n")[0].startswith("Paragraph 0 of the bridge story")
+    assert fields["body"].count("\n\n") == 3 and "Teaser" not in fields["body"]
+    assert {f"override:{k}" for k in ("title", "authors", "published_at", "body")} <= set(page.signals)
+
+
+def test_sitemap_hint_adds_seconds_only_when_it_agrees() -> None:
+    html = _ARTICLE.format(paras=_PARAS).replace(
+        '<div class="pubdate" data-when="2024-06-03T16:15:00+02:00">3. Juni 2024</div>',
+        '<time datetime="2024-06-03T16:15+02:00">3. Juni</time>')
+    url = "https://zeitung.example/a/1"
+    plain = extract_page(html, url).fields["published_at"]
+    assert plain == datetime(2024, 6, 3, 14, 15, tzinfo=UTC)
+    hinted = extract_page(html, url, hints={"published_at": "2024-06-03T14:15:42+00:00"})
+    assert hinted.fields["published_at"] == datetime(2024, 6, 3, 14, 15, 42, tzinfo=UTC)
+    assert "date:hint-precision" in hinted.signals
+    # a hint that disagrees with the page (another minute) is ignored: the page wins
+    other = extract_page(html, url, hints={"published_at": "2024-06-03T18:02:11+00:00"})
+    assert other.fields["published_at"] == plain

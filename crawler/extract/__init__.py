@@ -20,7 +20,7 @@ from lxml.html import HtmlElement
 
 from crawler.extract import markup
 from crawler.extract.body import blocks_text, extract_body, find_container
-from crawler.extract.dates import htmldate_fallback, parse_any
+from crawler.extract.dates import parse_any, publication_day, resolve_published
 from crawler.extract.parse import parse_html
 from crawler.extract.structured import (
     LISTING_TYPES,
@@ -49,6 +49,10 @@ class Page:
     is_article: bool
     fields: dict[str, Any]
     signals: list[str] = field(default_factory=list)
+    # the publication day in the publisher's calendar ("YYYY-MM-DD"): the URL's date when it
+    # agrees with published_at within a day (a UTC instant can fall on the next day), else
+    # published_at's own date in its own zone
+    published_day: str | None = None
 
 
 # -- overrides ------------------------------------------------------------------------
@@ -119,6 +123,26 @@ def _pick_date(candidates: list[datetime | None]) -> datetime | None:
     return top.replace(tzinfo=UTC)
 
 
+def _refine_with_hint(published: datetime | None, hint: Any, signals: list[str]) -> datetime | None:
+    """Take a sitemap/feed timestamp's seconds (or time) when the page's date agrees with it."""
+    value = hint if isinstance(hint, datetime) else parse_any(str(hint))
+    if value is None or value.tzinfo is None:
+        return published
+    if published is None:
+        signals.append("date:hint")
+        return value
+    if published.tzinfo is None:
+        return published
+    if published.second == 0 and published.microsecond == 0:
+        same_minute = published == value.replace(second=0, microsecond=0)
+        day_only = published.time() == datetime.min.time() and published.date() in (
+            value.date(), value.astimezone(published.tzinfo).date())
+        if same_minute or day_only:
+            signals.append("date:hint-precision")
+            return value
+    return published
+
+
 # -- classification ---------------------------------------------------------------------
 
 
@@ -177,8 +201,20 @@ def _classify(url: str, data: Structured, h1s: list[HtmlElement], tree: HtmlElem
 
 
 def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
-                 overrides: Mapping[str, str] | None = None) -> Page:
-    """Extract the article fields of one page (raw: clean them with ``clean_fields``)."""
+                 overrides: Mapping[str, str] | None = None, assume_article: bool = False,
+                 hints: Mapping[str, Any] | None = None) -> Page:
+    """Extract the article fields of one page (raw: clean them with ``clean_fields``).
+
+    ``assume_article``: the caller already knows the page is an article (a user handing
+    in a page, a benchmark); classification is still recorded in ``signals`` but the body
+    is always extracted.
+
+    ``hints``: what the crawler learnt about the URL before fetching it, e.g.
+    ``{"published_at": <news-sitemap publication_date or feed pubDate>}`` (a datetime or
+    a string). A hint never overrides the page: it only adds the precision the page
+    lacks, when the page's own date agrees with it (same minute for a minute-precision
+    date, same day for a day-only date), or stands in when the page has no date.
+    """
     tree = parse_html(html, encoding)
     signals: list[str] = []
     fields: dict[str, Any] = dict.fromkeys(_FIELDS)
@@ -232,13 +268,17 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
         meta_first(data, "datepublished", "pubdate", "publishdate", "publish-date", "date", "dc.date",
                    "dc.date.issued", "dcterms.created", "dcterms.issued", "parsely-pub-date", "sailthru.date",
                    "article.published", "cxenseparse:recs:publishtime"))]
-    published = _pick_date([parse_any(ld_text(art.get("datePublished"))), *meta_pub,
-                            parse_any(ld_text(art.get("dateCreated"))), time_pub, vis_pub])
+    declared = [parse_any(ld_text(art.get("datePublished"))), *meta_pub, parse_any(ld_text(art.get("dateCreated")))]
+    # a naive declared date borrows the zone of a markup date with the same wall time
+    declared_pub = _pick_date([*declared, time_pub, vis_pub]) if any(declared) else None
+    markup_pubs = [_pick_date([c]) for c in (time_pub, vis_pub) if c is not None]
+    published = declared_pub or (markup_pubs[0] if markup_pubs else None)
     modified = _pick_date([parse_any(ld_text(art.get("dateModified"))),
                            parse_any(meta_first(data, "article:modified_time", "og:updated_time",
                                                 "dcterms.modified", "last-modified", "article.updated")),
                            time_mod, vis_mod])
-    if forced.get("published_at"):
+    date_forced = bool(forced.get("published_at"))
+    if date_forced:
         published = forced["published_at"]
         signals.append("date:override")
 
@@ -266,14 +306,15 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
     container, container_chars = find_container(tree)
     is_article = _classify(url, data, h1s, tree, container_chars, bool(published), bool(byline_names or
                                                                                        ld_authors), signals)
+    if assume_article and not is_article:
+        signals.append("assumed-article")
+        is_article = True
     if forced.get("body") is not None:
         fields["body"] = forced["body"]
         is_article = is_article or bool(forced["body"])
     elif is_article:
-        if published is None:
-            published = htmldate_fallback(tree, url)
-            if published is not None:
-                signals.append("date:htmldate")
+        if not date_forced:
+            published = resolve_published(declared_pub, markup_pubs, tree, url, signals)
         drop = [n for n in (subtitle_el, *byline_nodes) if n is not None]
         result = extract_body(tree, url, container=container, score=container_chars, drop=drop,
                               title=fields["title"], subtitle=subtitle)
@@ -282,9 +323,12 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
             signals.append("kicker")
             if not fields["subtitle"]:
                 fields["subtitle"] = result.kicker
+    if hints and hints.get("published_at") and not date_forced:
+        published = _refine_with_hint(published, hints["published_at"], signals)
     fields["published_at"] = published
     fields["modified_at"] = modified
-    return Page(is_article=is_article, fields=fields, signals=signals)
+    return Page(is_article=is_article, fields=fields, signals=signals,
+                published_day=publication_day(published, url))
 
 
 def extract_article(html: str | bytes, url: str, **kw: Any) -> dict[str, Any]:

@@ -120,8 +120,20 @@ def find_container(root: HtmlElement) -> tuple[HtmlElement | None, int]:
     best, best_score = ranked[0]
     total = best_score
     container = best
+    best_chain = _ancestors(best)
+    own_article = next((a for a in best_chain if a.tag == "article"), None)
+    in_list = any(a.tag == "li" for a in best_chain)
     for el, score in ranked[1:]:
         chain = _ancestors(container)
+        el_chain = _ancestors(el)
+        # another <article> (a teaser of another post) or a list item (a related-stories list)
+        # is not the body continuing
+        other_article = next((a for a in el_chain if a.tag == "article"), None)
+        if own_article is not None and other_article is not None and other_article is not own_article \
+                and other_article not in best_chain:
+            continue
+        if not in_list and any(a.tag == "li" for a in el_chain[:6]):
+            continue
         # a close ancestor that holds paragraphs itself: the body continues around a nested block
         if el in chain[1:3]:
             container = el

@@ -9,7 +9,7 @@ incomparable.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 MONTHS: dict[str, int] = {}
 for _i, _names in enumerate(
@@ -192,13 +192,89 @@ def parse_any(text: str | None) -> datetime | None:
 
 
 def htmldate_fallback(tree: object, url: str) -> datetime | None:
-    """htmldate's original (publication) date: the last resort, date-only precision."""
+    """htmldate's original (publication) date: day precision, naive."""
     try:
         from htmldate import find_date
     except ImportError:  # pragma: no cover - htmldate is a declared dependency
         return None
     try:
-        found = find_date(tree, url=url, original_date=True, extensive_search=False)
+        found = find_date(tree, url=url, original_date=True, extensive_search=True)
     except Exception:  # htmldate raises on odd markup; a missing date is not fatal
         return None
     return parse_iso(found) if found else None
+
+
+# /2024/06/03/, /2024-06-03-, /20240603/ in a URL path: the publisher's own calendar day
+_URL_DATE = re.compile(
+    r"(?<![0-9])(?P<y>(?:19|20)\d\d)(?P<sep>[/_.-]?)(?P<m>0[1-9]|1[0-2])(?P=sep)(?P<d>0[1-9]|[12]\d|3[01])(?![0-9])")
+
+
+def url_date(url: str) -> date | None:
+    """A full year-month-day in the URL path (not the query), else ``None``."""
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    path = path.split("://", 1)[-1]
+    path = path[path.find("/"):] if "/" in path else ""
+    for m in _URL_DATE.finditer(path):
+        if not m["sep"] and not re.search(r"[/_-]$", path[:m.start()]):
+            continue  # a bare 8-digit run must start a path segment (not an article id)
+        try:
+            return date(int(m["y"]), int(m["m"]), int(m["d"]))
+        except ValueError:
+            continue
+    return None
+
+
+def _near(value: datetime, day: date, days: int = 1) -> bool:
+    return abs((value.date() - day).days) <= days
+
+
+def resolve_published(declared: datetime | None, markup: list[datetime], tree: object, url: str,
+                      signals: list[str]) -> datetime | None:
+    """Choose the publication date: declared (JSON-LD/meta) → markup → htmldate, checked against the URL.
+
+    * A declared date stands unless the URL carries a date more than a day away
+      (a declared "published" that is really the last modification or a re-index).
+    * Visible markup dates (``<time>``, date boxes) are only trusted when htmldate's
+      whole-page reading agrees on the day (sidebars and comment widgets print dates
+      too); otherwise htmldate's day wins.
+    * A URL date is the last word on the day: a candidate far from it is replaced by
+      another candidate near it, else by the URL date itself.
+    """
+    day = url_date(url)
+    if declared is not None and (day is None or _near(declared, day)):
+        return declared
+    candidates = ([declared] if declared is not None else []) + markup
+    if day is not None:
+        for c in candidates:
+            if _near(c, day):
+                signals.append("date:url-checked")
+                return c
+    found = ensure_aware(htmldate_fallback(tree, url))
+    if day is not None:
+        if found is not None and _near(found, day):
+            signals.append("date:htmldate")
+            return found
+        signals.append("date:url")
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    if declared is not None:
+        return declared
+    if found is None:
+        if markup:
+            signals.append("date:markup-unconfirmed")
+        return markup[0] if markup else None
+    for c in markup:
+        if c.date() == found.date():
+            signals.append("date:markup")
+            return c
+    signals.append("date:htmldate")
+    return found
+
+
+def publication_day(value: datetime | None, url: str) -> str | None:
+    """The publication day in the publisher's calendar (see ``Page.published_day``)."""
+    if value is None:
+        return None
+    day = url_date(url)
+    if day is not None and _near(value, day):
+        return day.isoformat()
+    return value.date().isoformat()

@@ -20,7 +20,7 @@ BOILERPLATE_TOKEN = re.compile(
     r"(?:^|[-_])(?:ads?|advert\w*|adslot|banner|share\w*|sharing|social|related\w*|see-?also|read-?more"
     r"|more-?stories|recommend\w*|newsletter|subscribe|subscription|sign-?up|comments?|comment-list"
     r"|disqus|sidebar|widgets?|most-?read|popular|trending|breadcrumbs?|pagination|pager|paywall"
-    r"|promo\w*|sponsor\w*|caption|credits?|pull-?quote|pullquote|bio|author-bio|byline|dateline|tags"
+    r"|promo\w*|sponsor\w*|consent|gdpr|caption|credits?|pull-?quote|pullquote|bio|author-bio|byline|dateline|tags"
     r"|tag-list|topics|meta|footer|nav|navigation|menu|cookies?|modal|popup|skip|toolbar|utility"
     r"|outbrain|taboola|teaser|teasers|screen-reader-text|sr-only|visually-hidden|print-only)(?:$|[-_])",
     re.I,
