@@ -34,7 +34,7 @@ def clean_text(value: Any) -> str | None:
 
 # -- body -------------------------------------------------------------------------------
 
-_SEP = r"\s*(?:[:：\-–—|»›>•·]\s*|$)"
+_SEP = r"\s*(?:[:：\-–—|»›>•·]\s*|(?:\.{3}|…)\s*$|$)"
 BOILERPLATE_LINE_PATTERNS: list[re.Pattern[str]] = [
     # "See also  Other headline", "Read more Other headline": short lines, no separator needed
     re.compile(r"^(?:see also|read more|read also|also read|more reading|further reading|read next"
@@ -79,6 +79,15 @@ BOILERPLATE_LINE_PATTERNS: list[re.Pattern[str]] = [
     re.compile(r"^(?:continue reading with|to continue reading|this (?:article|content) is (?:for|only available"
                r" to) subscribers|already a subscriber|subscribe (?:now|today|for)).{0,160}$", re.I),
 ]
+# press-release boilerplate closing a body: "About Acme" and "Acme is a leading provider of …,
+# headquartered in …, employs …, listed on …" (the issuer describing itself, not the news)
+_ABOUT_HEADING = re.compile(r"^(?:about|über|à propos de|acerca de|sobre)\s+\S.{0,60}$", re.I)
+_SELF_DESCRIPTION = re.compile(
+    r"^(?:about\s+\S.{0,60}?\s+)?(?P<name>[A-Z][\w&.'’-]*(?:\s+[A-Z][\w&.'’-]*){0,4})(?:\s*\([^)]{1,40}\))?,?\s+"
+    r"(?:is|are|,)\s+(?:a|an|the|one of the)\b")
+_CORPORATE_CUES = re.compile(
+    r"\b(?:headquartered|head office|employs|employees|subsidiar(?:y|ies)|listed on|traded on|stock exchange"
+    r"|nasdaq|nyse|founded in|offices in|operations in|\d+ countries|for more information,? visit|www\.)", re.I)
 _TERMINAL_OPEN = (".", ":", ";", ",")
 _MAX_BOILERPLATE_LINE = 320
 
@@ -120,6 +129,21 @@ def _looks_like_kicker(par: str) -> bool:
             and not re.match(r"(?i)by\s", par) and len(par) < 300)
 
 
+def _drop_press_boilerplate(paragraphs: list[str]) -> list[str]:
+    """Cut the issuer's "About X" self-description from the end of a press release."""
+    cut = len(paragraphs)
+    for i in range(len(paragraphs) - 1, max(len(paragraphs) - 4, 0), -1):
+        par = paragraphs[i]
+        if _ABOUT_HEADING.match(par) and _words(par) <= 8 and i < len(paragraphs) - 1 and cut == i + 1:
+            cut = i
+            break
+        if _SELF_DESCRIPTION.match(par) and len(_CORPORATE_CUES.findall(par)) >= 2 and _words(par) >= 25:
+            cut = i
+            continue
+        break
+    return paragraphs[:cut] if cut > 0 else paragraphs
+
+
 def clean_body(body: str | None, *, title: str | None = None, subtitle: str | None = None,
                site_name: str | None = None) -> tuple[str | None, str | None]:
     """Clean body text; returns ``(body, subtitle)`` since a kicker may move from body to subtitle."""
@@ -148,6 +172,7 @@ def clean_body(body: str | None, *, title: str | None = None, subtitle: str | No
             continue
         break
     paragraphs = [p for p in paragraphs if not _is_date_line(p) and not _same(p, site_name)]
+    paragraphs = _drop_press_boilerplate(paragraphs)
     # pull quotes repeat a sentence of another paragraph as a fragment (no closing full stop)
     paragraphs = [
         p for i, p in enumerate(paragraphs)

@@ -103,6 +103,15 @@ def test_prose_is_not_boilerplate(line: str) -> None:
         # page chrome at the top of a naive scrape: date, site name + tagline, headline
         (f"February 2, 2023\n\nThe Herald\n\nAll The News\n\nBig Headline Here\n\n{PROSE}\n\n{PROSE2}",
          f"{PROSE}\n\n{PROSE2}", "S.", "S."),
+        # an "X is a …, headquartered …, listed on …" self-description closing a press release goes
+        (f"{PROSE}\n\n{PROSE2}\n\nAcme is a global provider of alarm software for hospitals and plants. Acme is "
+         "headquartered in Baar, has subsidiaries in 15 countries and employs 1,300 people. Its shares are listed "
+         "on the SIX Swiss Exchange.", f"{PROSE}\n\n{PROSE2}", "S.", "S."),
+        # ... but a quoted company description inside the story (no corporate cues, not last) stays
+        (f"Acme is a small firm from Baar, the mayor said.\n\n{PROSE}\n\n{PROSE2}",
+         f"Acme is a small firm from Baar, the mayor said.\n\n{PROSE}\n\n{PROSE2}", "S.", "S."),
+        # a related-links lead-in ending in an ellipsis
+        (f"{PROSE}\n\nYou may also like...\n\n{PROSE2}", f"{PROSE}\n\n{PROSE2}", "S.", "S."),
         # entities in the body are unescaped once
         (f"Tom &amp; Jerry went home after the show, the owner said.\n\n{PROSE2}",
          f"Tom & Jerry went home after the show, the owner said.\n\n{PROSE2}", "S.", "S."),

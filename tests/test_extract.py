@@ -270,3 +270,42 @@ def test_sitemap_hint_adds_seconds_only_when_it_agrees() -> None:
     # a hint that disagrees with the page (another minute) is ignored: the page wins
     other = extract_page(html, url, hints={"published_at": "2024-06-03T18:02:11+00:00"})
     assert other.fields["published_at"] == plain
+
+
+_LONG = " ".join(["The council approved the plan after a long debate about costs and timing."] * 3)
+
+
+def test_hover_cards_link_only_paragraphs_and_trailing_cta_cards_are_not_body() -> None:
+    card = ('<span class="person"><a href="/people/jane-doe">Jane Doe</a><span class="pop"><img src="/j.jpg">'
+            '<a href="/people/jane-doe">Jane Doe</a><a href="/a/1">Another story about the budget vote</a> '
+            '<a href="/a/2">A third story about the harbour</a></span></span>')
+    html = ("<html><body><h1>Budget passes</h1><div class='content'>"
+            f"<p>Mayor {card} said the plan is sound. {_LONG}</p>"
+            f"<p>{_LONG}</p><p><a href='/a/3'>Doe wins the harbour vote</a></p><p>{_LONG} The end.</p>"
+            "<div class='zone'><div class='widget-cta-letter'><h5>A word to our readers</h5>"
+            f"<p>We need your support to keep reporting every day, for everybody who reads us. {_LONG}</p>"
+            f"<p>Please give what you can so we can continue this work for years to come. {_LONG}</p></div></div>"
+            "</div></body></html>")
+    body = clean_fields(extract_page(html, "https://example.com/a/budget", assume_article=True).fields)["body"]
+    assert "Mayor Jane Doe said the plan is sound." in body
+    assert "Another story" not in body and "Doe wins the harbour vote" not in body
+    assert "The end." in body and "support" not in body and "word to our readers" not in body
+
+
+def test_published_day_is_the_day_the_page_shows() -> None:
+    paras = "".join(f"<p>{_LONG}</p>" for _ in range(4))
+    # a UTC instant just after midnight; the page's own dateline (local offset) is the evening before
+    html = ('<html><head><meta property="article:published_time" content="2023-11-09T02:11:03+00:00"></head>'
+            '<body><article><h1>Two hurt</h1><time datetime="2023-11-08T21:11:03-05:00">Nov 8</time>'
+            f"{paras}</article></body></html>")
+    assert extract_page(html, "https://example.com/news/two-hurt", assume_article=True).published_day == "2023-11-08"
+    # a declared publication day the page never prints, next to the modification day it does print
+    html = ('<html><head><script type="application/ld+json">{"@type": "NewsArticle", "headline": "Old tips",'
+            ' "datePublished": "2016-08-29T21:54:39Z", "dateModified": "2019-05-06T10:00:00Z"}</script></head>'
+            f"<body><article><h1>Old tips</h1><p>Updated May 6, 2019</p>{paras}</article></body></html>")
+    page = extract_page(html, "https://example.com/garden/old-tips", assume_article=True)
+    assert page.published_day == "2019-05-06" and "date:shown" in page.signals
+    # ... but when it prints the publication day too, that day stands
+    shown_both = html.replace("<p>Updated May 6, 2019</p>", "<p>August 29, 2016 (updated May 6, 2019)</p>")
+    assert extract_page(shown_both, "https://example.com/garden/old-tips", assume_article=True).published_day \
+        == "2016-08-29"

@@ -25,8 +25,9 @@ from pipelines.clean import clean_fields
 
 GATE = Path(__file__).parent / "fixtures" / "gate"
 CASES = sorted(p.name.removesuffix(".json") for p in GATE.glob("*.json"))
-# measured 0.985 (P 0.983, R 0.987) when the gate was set up; a floor just under it
-F1_FLOOR = 0.975
+# measured 0.985 (P 0.983, R 0.987) when the gate was set up; 0.985 (P 0.986, R 0.984) with the
+# hover-card and donation-card pages (issue 3); a floor just under it
+F1_FLOOR = 0.980
 PAGE_F1_FLOOR = 0.90
 _WORD = re.compile(r"\w+")
 _FURNITURE_START = re.compile(r"^(?:advertisement|read more|see also|sign up|subscribe|related:|share this)\b", re.I)

@@ -20,7 +20,14 @@ from lxml.html import HtmlElement
 
 from crawler.extract import markup
 from crawler.extract.body import blocks_text, extract_body, find_container
-from crawler.extract.dates import parse_any, publication_day, resolve_published
+from crawler.extract.dates import (
+    parse_any,
+    prefer_shown,
+    publication_day,
+    resolve_published,
+    shown_in,
+    url_date,
+)
 from crawler.extract.parse import parse_html
 from crawler.extract.structured import (
     LISTING_TYPES,
@@ -260,9 +267,8 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
     # dates
     scope = region if region is not None else tree
     time_pub, time_mod = markup.find_times(scope)
-    vis_pub = vis_mod = None
-    if time_pub is None:
-        vis_pub, vis_mod = markup.find_visible_dates(scope)
+    shown_pub, shown_mod = markup.find_visible_dates(scope)
+    vis_pub, vis_mod = (shown_pub, shown_mod) if time_pub is None else (None, None)
     meta_pub = [parse_any(v) for v in (
         meta_first(data, "article:published_time"), meta_first(data, "og:published_time", "published_time"),
         meta_first(data, "datepublished", "pubdate", "publishdate", "publish-date", "date", "dc.date",
@@ -273,10 +279,10 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
     declared_pub = _pick_date([*declared, time_pub, vis_pub]) if any(declared) else None
     markup_pubs = [_pick_date([c]) for c in (time_pub, vis_pub) if c is not None]
     published = declared_pub or (markup_pubs[0] if markup_pubs else None)
-    modified = _pick_date([parse_any(ld_text(art.get("dateModified"))),
-                           parse_any(meta_first(data, "article:modified_time", "og:updated_time",
-                                                "dcterms.modified", "last-modified", "article.updated")),
-                           time_mod, vis_mod])
+    declared_mod = _pick_date([parse_any(ld_text(art.get("dateModified"))),
+                               parse_any(meta_first(data, "article:modified_time", "og:updated_time",
+                                                    "dcterms.modified", "last-modified", "article.updated"))])
+    modified = declared_mod or _pick_date([time_mod, vis_mod])
     date_forced = bool(forced.get("published_at"))
     if date_forced:
         published = forced["published_at"]
@@ -315,6 +321,14 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
     elif is_article:
         if not date_forced:
             published = resolve_published(declared_pub, markup_pubs, tree, url, signals)
+            others = [*declared, modified, time_mod, vis_mod]
+            if published is not None and url_date(url) is None and any(
+                    c is not None and c.date() != published.date() for c in [*others, *markup_pubs]):
+                text = _visible_text(tree)
+                # markup dates only count when printed by the headline (related lists print dates too)
+                near = _near_headline(text, fields["title"])
+                others += [c for c in markup_pubs if near and shown_in(near, c.date())]
+                published = prefer_shown(published, others, text, signals)
         drop = [n for n in (subtitle_el, *byline_nodes) if n is not None]
         result = extract_body(tree, url, container=container, score=container_chars, drop=drop,
                               title=fields["title"], subtitle=subtitle)
@@ -328,12 +342,35 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
     fields["published_at"] = published
     fields["modified_at"] = modified
     return Page(is_article=is_article, fields=fields, signals=signals,
-                published_day=publication_day(published, url))
+                published_day=publication_day(published, url, [time_pub, shown_pub]))
 
 
 def extract_article(html: str | bytes, url: str, **kw: Any) -> dict[str, Any]:
     """Convenience: ``extract_page(...).fields``."""
     return extract_page(html, url, **kw).fields
+
+
+def _visible_text(tree: HtmlElement) -> str:
+    """The page's reader-visible text, lower-cased and whitespace-collapsed (no head, scripts, styles)."""
+    body = tree.find("body")
+    parts: list[str] = []
+    for el in (body if body is not None else tree).iter():
+        if not isinstance(el.tag, str) or el.tag in ("script", "style", "noscript", "template"):
+            if el.tail:
+                parts.append(el.tail)
+            continue
+        if el.text:
+            parts.append(el.text)
+        if el.tail:
+            parts.append(el.tail)
+    return " ".join(" ".join(parts).split()).lower()
+
+
+def _near_headline(text: str, title: str | None, span: int = 400) -> str:
+    """The visible text around the headline (where the dateline is printed), else ``""``."""
+    head = markup.norm(title).lower()[:60]
+    at = text.find(head) if head else -1
+    return text[max(0, at - span):at + len(head) + span] if at >= 0 else ""
 
 
 def _region(title_el: HtmlElement | None, tree: HtmlElement) -> HtmlElement | None:

@@ -25,6 +25,9 @@ _MIN_FALLBACK_CHARS = 250
 _MIN_RUN = 150  # a body without <p> still has long text runs somewhere
 # furniture that can hold long paragraphs of its own (reader comments): never a broken wrapper
 _NEVER_CONTENT = re.compile(r"comment|disqus|reply|replies|forum", re.I)
+# call-to-action blocks (donation letters, sign-up cards) carry prose but are never the article
+_NEVER_WRAPPER = re.compile(r"(?:^|[-_\s])(?:cta|call-?to-?action|donat\w*|support-?us|membership"
+                            r"|newsletter|subscribe|subscription|paywall|promo\w*)(?:$|[-_\s])", re.I)
 
 
 @dataclass(slots=True)
@@ -172,11 +175,15 @@ def prune(container: HtmlElement, *, drop: list[HtmlElement], title: str | None,
                 total = len(container.text_content())
             if el.tag in BOILERPLATE_TAGS or len(el.text_content()) < 0.6 * total:
                 removals.append(el)
+        elif el.get("class") and _furniture_class(el) and _trailing_widget(el, container):
+            removals.append(el)
         elif el.get("class") and _furniture_class(el):
             # a furniture-classed wrapper stretched over prose by broken markup: unclass it so
             # trafilatura's own class rules do not discard the text either
             el.attrib.pop("class", None)
             el.attrib.pop("id", None)
+    removals.extend(_hover_cards(container))
+    removals.extend(_link_only_paragraphs(container))
     drop_set = {id(d) for d in drop}
     for d in drop:
         if d is not container and any(a is container for a in _ancestors(d)):
@@ -193,6 +200,60 @@ def prune(container: HtmlElement, *, drop: list[HtmlElement], title: str | None,
                 removals.append(el)
     for el in removals:
         _drop(el)
+
+
+def _trailing_widget(el: HtmlElement, container: HtmlElement) -> bool:
+    """A furniture-classed block after the last body paragraph (a donation or sign-up card with prose
+    of its own), as opposed to a furniture-classed wrapper that broken markup stretched over the body:
+    it holds a small share of the container's text and no body paragraph follows it."""
+    if el.tag not in ("div", "section") or not _NEVER_WRAPPER.search(classes(el)):
+        return False
+    text = len(el.text_content())
+    if text >= 0.5 * len(container.text_content()):
+        return False
+    node = el
+    while node is not None and node is not container:
+        for sib in node.itersiblings():
+            if isinstance(sib.tag, str) and any(len(p.text_content()) > 80 for p in sib.iter("p")):
+                return False
+        node = node.getparent()
+    return True
+
+
+def _hover_cards(container: HtmlElement) -> list[HtmlElement]:
+    """Hover cards inside a paragraph: an inline element right after a link, holding an image and more
+    links (a person/topic card repeating the link's name with a list of other stories)."""
+    found = []
+    for p in container.iter("p"):
+        for el in p.iterdescendants("span", "div"):
+            prev = el.getprevious()
+            if prev is None or prev.tag != "a" or el.find(".//img") is None:
+                continue
+            links = el.findall(".//a")
+            if len(links) < 2:
+                continue
+            text = len(el.text_content().strip())
+            linked = sum(len(a.text_content().strip()) for a in links)
+            if text and linked >= 0.7 * text:
+                found.append(el)
+    return found
+
+
+def _link_only_paragraphs(container: HtmlElement) -> list[HtmlElement]:
+    """Paragraphs that are nothing but one link (related-story headlines dropped into the body)."""
+    found = []
+    for p in container.iter("p"):
+        links = p.findall(".//a")
+        if len(links) != 1:
+            continue
+        text = norm(p.text_content())
+        if not text or len(text) > 160 or norm(links[0].text_content()) != text:
+            continue
+        href = links[0].get("href") or ""
+        if href.startswith(("#", "mailto:")) or norm(href.split("://")[-1]).rstrip("/") in text:
+            continue  # a footnote anchor, an address or a bare URL printed as the text
+        found.append(p)
+    return found
 
 
 def _is_bold_only(el: HtmlElement) -> bool:

@@ -224,6 +224,59 @@ def url_date(url: str) -> date | None:
     return None
 
 
+# month names as pages print them (en, de, fr, es, it, nl, pt), for matching a known day in visible text
+_MONTH_NAMES = [
+    "january jan januar janvier enero gennaio januari janeiro", "february feb februar février febrero febbraio"
+    " februari fevereiro", "march mar märz mars marzo maart março", "april apr avril abril aprile",
+    "may mai mayo maggio mei maio", "june jun juni juin junio giugno junho", "july jul juli juillet julio luglio"
+    " julho", "august aug août agosto augustus", "september sep sept septembre septiembre settembre setembro",
+    "october oct oktober octobre octubre ottobre outubro", "november nov novembre noviembre novembro",
+    "december dec dezember décembre diciembre dicembre dezembro",
+]
+
+
+def day_forms(day: date) -> list[str]:
+    """Ways a page prints ``day`` for readers (lower-case): ISO, numeric day/month orders, month names."""
+    y, m, d = day.year, day.month, day.day
+    forms = [day.isoformat(), f"{d:02d}.{m:02d}.{y}", f"{d}.{m}.{y}", f"{d:02d}.{m:02d}.{y % 100:02d}",
+             f"{m:02d}/{d:02d}/{y}", f"{m}/{d}/{y}", f"{d:02d}/{m:02d}/{y}", f"{d}/{m}/{y}", f"{y}/{m:02d}/{d:02d}"]
+    for name in _MONTH_NAMES[m - 1].split():
+        forms += [f"{name} {d}, {y}", f"{name}. {d}, {y}", f"{d} {name} {y}", f"{d}. {name} {y}",
+                  f"{d} de {name} de {y}", f"{d:02d} {name} {y}", f"{name} {d:02d}, {y}"]
+    return forms
+
+
+def shown_in(text: str, day: date) -> bool:
+    """``day`` is printed in ``text`` (the page's visible text, lower-cased, whitespace-collapsed)."""
+    for form in day_forms(day):
+        start = text.find(form)
+        while start >= 0:
+            end = start + len(form)
+            # not part of a longer number ("12.3.2020" inside "112.3.2020", "2020-01-0" …)
+            if (start == 0 or not text[start - 1].isdigit()) and (end == len(text) or not text[end].isdigit()):
+                return True
+            start = text.find(form, start + 1)
+    return False
+
+
+def prefer_shown(published: datetime | None, others: list[datetime | None], visible_text: str,
+                 signals: list[str]) -> datetime | None:
+    """A chosen publication day the page never prints, while it prints the day of another declared
+    date (a second ``published`` meta, ``dateModified``, an "Updated" stamp): the page presents itself
+    as of that day (a republished or updated piece), the day a reader and an archive date it by.
+    Among several printed candidates the earliest wins."""
+    if published is None:
+        return published
+    alternatives = sorted({c.date(): c for c in others if c is not None and c.date() != published.date()}.items())
+    if not alternatives or shown_in(visible_text, published.date()):
+        return published
+    for day, value in alternatives:
+        if shown_in(visible_text, day):
+            signals.append("date:shown")
+            return value
+    return published
+
+
 def _near(value: datetime, day: date, days: int = 1) -> bool:
     return abs((value.date() - day).days) <= days
 
@@ -270,11 +323,23 @@ def resolve_published(declared: datetime | None, markup: list[datetime], tree: o
     return found
 
 
-def publication_day(value: datetime | None, url: str) -> str | None:
-    """The publication day in the publisher's calendar (see ``Page.published_day``)."""
+def publication_day(value: datetime | None, url: str, shown: list[datetime | None] | None = None) -> str | None:
+    """The publication day in the publisher's calendar (see ``Page.published_day``).
+
+    ``shown``: dates the page prints for its readers in the article region (``<time datetime>``
+    with the publisher's own offset, a visible dateline). A declared instant in UTC (or another
+    zone) can fall on the neighbouring day; the day the page shows is the publisher's calendar.
+    """
     if value is None:
         return None
     day = url_date(url)
     if day is not None and _near(value, day):
         return day.isoformat()
+    for c in shown or ():
+        if c is None or (c.tzinfo is not None and c.utcoffset() == value.utcoffset()):
+            continue  # a stamp in the declared instant's own zone says nothing about the local day
+        if c.tzinfo is not None and value.tzinfo is not None and abs((c - value).total_seconds()) > 36 * 3600:
+            continue
+        if abs((c.date() - value.date()).days) == 1:
+            return c.date().isoformat()
     return value.date().isoformat()
