@@ -165,4 +165,19 @@ class CrawlRun(Base):
     stats: Mapped[dict[str, Any] | None]
 
 
+class SourceLease(Base):
+    """Who may crawl a source right now: taken before a scheduled crawl, renewed while it runs.
+
+    Two schedulers on one database (an active one and a standby) never crawl
+    the same source at once; a lease whose holder died expires on its own.
+    """
+
+    __tablename__ = "source_leases"
+
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))  # hostname:pid:uuid of the holding process
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "abandoned")

@@ -14,16 +14,16 @@ import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
 from storage.db import get_engine, resolve_database_url, session_factory
 from storage.migrate import ensure_schema
-from storage.models import Article, ArticleVersion, CrawlRun, Source, utcnow
+from storage.models import Article, ArticleVersion, CrawlRun, Source, SourceLease, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -160,15 +160,21 @@ class Repository:
             if article is None:
                 article = self._insert(session, record, run_id, now)
                 existing[url] = article
-                return "duplicate" if article.duplicate_of is not None else "inserted"
+                grouped = article.duplicate_of is not None or session.scalar(
+                    select(func.count(Article.id)).where(Article.duplicate_of == article.id)) > 0
+                return "duplicate" if grouped else "inserted"
             return "updated" if self._update(session, article, record, run_id, now) else "unchanged"
 
     def _insert(self, session: Session, record: Mapping[str, Any], run_id: int | None,
                 now: datetime) -> Article:
         content_hash = record["content_hash"]
-        duplicate_of = session.scalar(
-            select(func.min(Article.id)).where(
-                Article.content_hash == content_hash, Article.duplicate_of.is_(None)))
+        root = session.scalars(select(Article).where(
+            Article.content_hash == content_hash, Article.duplicate_of.is_(None)).order_by(Article.id).limit(1)).first()
+        published = record.get("published_at")
+        # The group's original is the earliest published copy, whatever order they were crawled in.
+        becomes_root = (root is not None and published is not None and root.published_at is not None
+                        and published < root.published_at)
+        duplicate_of = root.id if root is not None and not becomes_root else None
         article = Article(
             source=record["source"],
             canonical_url=record["canonical_url"],
@@ -186,6 +192,9 @@ class Repository:
         session.add(article)
         session.flush()
         session.add(_version_of(article, record.get("fetched_at") or now))
+        if becomes_root:
+            session.execute(update(Article).where(Article.content_hash == content_hash, Article.id != article.id)
+                            .values(duplicate_of=article.id), execution_options={"synchronize_session": "fetch"})
         session.flush()
         return article
 
@@ -272,6 +281,43 @@ class Repository:
                     error="the crawl process ended without closing its run (killed or crashed)"))
             return len(stale)
 
+    def adopt_run(self, run_id: int, source: str) -> bool:
+        """Take over a `running` record the scheduler created for this crawl (its id came on the
+        command line); False if there is no such record, so the crawl opens its own."""
+        with self.sessions.begin() as session:
+            result = session.execute(update(CrawlRun).where(
+                CrawlRun.id == run_id, CrawlRun.source == source, CrawlRun.status == "running",
+            ).values(hostname=socket.gethostname(), pid=os.getpid()))
+            return result.rowcount == 1
+
+    def record_exit(self, run_id: int, *, exit_code: int | None, status_if_open: str,
+                    force_status: str | None = None, note: str | None = None,
+                    output_tail: str | None = None) -> CrawlRun:
+        """After a crawl process exited: store its exit code and output tail, and close the run
+        if the crawl could not (crashed, killed) or the scheduler stopped it (`force_status`).
+        A run the crawl closed as succeeded (it finished just as it was being stopped) stays so."""
+        with self.sessions.begin() as session:
+            run = session.get(CrawlRun, run_id)
+            if run is None:
+                raise KeyError(f"crawl run {run_id} not found")
+            if run.status == "succeeded":
+                force_status = note = None
+            if run.status == "running":
+                run.status = status_if_open
+                if note is None:
+                    note = (f"the crawl process ended (exit code {exit_code}) without closing its run "
+                            "(crashed or killed)")
+            if force_status is not None:
+                run.status = force_status
+            if run.finished_at is None:
+                run.finished_at = utcnow()
+            run.exit_code = exit_code
+            parts = [text for text in (note, run.error) if text]
+            if output_tail and (exit_code != 0 or run.status != "succeeded"):
+                parts.append("--- crawl output (tail) ---\n" + output_tail)
+            run.error = "\n".join(parts) or None
+            return run
+
     def get_run(self, run_id: int) -> CrawlRun | None:
         with self.sessions() as session:
             return session.get(CrawlRun, run_id)
@@ -281,6 +327,72 @@ class Repository:
             query = select(CrawlRun).order_by(CrawlRun.started_at.desc(), CrawlRun.id.desc()).limit(limit)
             if source:
                 query = query.where(CrawlRun.source == source)
+            return list(session.scalars(query))
+
+    # -- source leases (scheduler mutual exclusion) ------------------------------
+
+    def acquire_lease(self, source: str, owner: str, ttl: float) -> bool:
+        """Take the source's lease if it is free, expired or already ours; True if we hold it.
+
+        One atomic upsert (INSERT ... ON CONFLICT DO UPDATE ... WHERE expired
+        OR ours) on SQLite and PostgreSQL, so two schedulers racing for the
+        same source cannot both win.
+        """
+        now = utcnow()
+        values = {"source": source, "owner": owner, "acquired_at": now, "expires_at": now + timedelta(seconds=ttl)}
+        table = SourceLease.__table__
+        with self.sessions.begin() as session:
+            dialect = self.engine.dialect.name
+            if dialect in ("postgresql", "sqlite"):
+                if dialect == "postgresql":
+                    from sqlalchemy.dialects.postgresql import insert
+                else:
+                    from sqlalchemy.dialects.sqlite import insert
+                stmt = insert(table).values(**values)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[table.c.source],
+                    set_={"owner": owner, "acquired_at": now, "expires_at": values["expires_at"]},
+                    where=(table.c.expires_at < now) | (table.c.owner == owner),
+                )
+                session.execute(stmt)
+            else:  # pragma: no cover - other backends: conditional update, then insert
+                taken = session.execute(update(table).where(
+                    table.c.source == source, (table.c.expires_at < now) | (table.c.owner == owner),
+                ).values(owner=owner, acquired_at=now, expires_at=values["expires_at"])).rowcount
+                if not taken:
+                    try:
+                        with session.begin_nested():
+                            session.execute(table.insert().values(**values))
+                    except IntegrityError:
+                        pass
+            holder = session.scalar(select(table.c.owner).where(table.c.source == source))
+        return holder == owner
+
+    def renew_lease(self, source: str, owner: str, ttl: float) -> bool:
+        """Push our lease's expiry forward; False if it is no longer ours (it expired and was taken)."""
+        with self.sessions.begin() as session:
+            result = session.execute(update(SourceLease).where(
+                SourceLease.source == source, SourceLease.owner == owner,
+            ).values(expires_at=utcnow() + timedelta(seconds=ttl)))
+            return result.rowcount == 1
+
+    def release_lease(self, source: str, owner: str) -> None:
+        """Give the lease up (only ours: a lease taken over by another scheduler stays)."""
+        with self.sessions.begin() as session:
+            session.execute(delete(SourceLease).where(SourceLease.source == source, SourceLease.owner == owner))
+
+    def leases(self) -> list[SourceLease]:
+        with self.sessions() as session:
+            return list(session.scalars(select(SourceLease).order_by(SourceLease.source)))
+
+    def recent_runs_per_source(self, per_source: int = 5) -> list[CrawlRun]:
+        """The latest `per_source` runs of every source, by source then newest first."""
+        ranked = select(CrawlRun.id, func.row_number().over(
+            partition_by=CrawlRun.source, order_by=(CrawlRun.started_at.desc(), CrawlRun.id.desc()),
+        ).label("rank")).subquery()
+        with self.sessions() as session:
+            query = (select(CrawlRun).join(ranked, ranked.c.id == CrawlRun.id).where(ranked.c.rank <= per_source)
+                     .order_by(CrawlRun.source, CrawlRun.started_at.desc(), CrawlRun.id.desc()))
             return list(session.scalars(query))
 
     def field_coverage(self, source: str | None = None) -> dict[str, float]:
@@ -356,7 +468,11 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (dead, not yet reaped by its new parent) is not a running crawl
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 _repositories: dict[str, Repository] = {}

@@ -109,6 +109,22 @@ def test_same_body_under_another_url_links_to_first_row(repo: Repository) -> Non
     assert rows["https://example.com/copy-2/"].duplicate_of == original.id
 
 
+def test_earliest_published_copy_is_the_original_whatever_the_crawl_order(repo: Repository) -> None:
+    early = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+    repo.upsert_articles([
+        record("https://example.com/late-copy/", content_hash="h2", published_at=early.replace(hour=10)),
+        record("https://example.com/other-copy/", content_hash="h2", published_at=early.replace(hour=11)),
+    ])
+    result = repo.upsert_articles([record("https://example.com/original/", content_hash="h2", published_at=early)])
+    assert result.content_duplicates == 1
+    with repo.sessions() as session:
+        rows = {a.canonical_url: a for a in session.scalars(select(Article))}
+    original = rows["https://example.com/original/"]
+    assert original.duplicate_of is None
+    assert rows["https://example.com/late-copy/"].duplicate_of == original.id
+    assert rows["https://example.com/other-copy/"].duplicate_of == original.id
+
+
 def test_one_bad_row_does_not_poison_the_batch(repo: Repository) -> None:
     bad = record("https://example.com/bad/", published_at=datetime(2025, 1, 1))  # naive: refused
     missing_title = record("https://example.com/no-title/", title=None)  # NOT NULL violation
