@@ -1,4 +1,4 @@
-"""The `newsingest` command: crawl | extract | demo | runs | export | db.
+"""The `newsingest` command: crawl | schedule | extract | demo | runs | export | db.
 
 Exit codes: 0 success, 1 the crawl ran and failed, 2 bad input (config,
 arguments, schema), 3 the database cannot be reached.
@@ -28,7 +28,7 @@ def _fail(message: str, code: int) -> int:
 
 
 def crawl_settings(overrides: Sequence[str], *, sources_path: Path, database_url: str,
-                   trigger: str = "manual") -> Any:
+                   trigger: str = "manual", run_id: int | None = None) -> Any:
     """Project settings plus the command line's `-s NAME=VALUE` overrides."""
     os.environ.setdefault("SCRAPY_SETTINGS_MODULE", "crawler.settings")
     from scrapy.utils.project import get_project_settings
@@ -37,6 +37,8 @@ def crawl_settings(overrides: Sequence[str], *, sources_path: Path, database_url
     settings.set("NEWSINGEST_SOURCES", str(sources_path), priority="cmdline")
     settings.set("NEWSINGEST_DATABASE_URL", database_url, priority="cmdline")
     settings.set("NEWSINGEST_RUN_TRIGGER", trigger, priority="cmdline")
+    if run_id is not None:  # the scheduler made the run record; the crawl completes it
+        settings.set("NEWSINGEST_RUN_ID", run_id, priority="cmdline")
     for pair in overrides:
         name, sep, value = pair.partition("=")
         if not sep or not name:
@@ -46,7 +48,7 @@ def crawl_settings(overrides: Sequence[str], *, sources_path: Path, database_url
 
 
 def run_crawl(source_name: str, *, sources_file: str | None, database_url: str | None,
-              overrides: Sequence[str] = (), trigger: str = "manual") -> int:
+              overrides: Sequence[str] = (), trigger: str = "manual", run_id: int | None = None) -> int:
     """Crawl one source in this process; return the exit code from its run record."""
     from scrapy.crawler import CrawlerProcess
     from sqlalchemy.exc import OperationalError
@@ -69,7 +71,8 @@ def run_crawl(source_name: str, *, sources_file: str | None, database_url: str |
     except OperationalError as exc:
         return _fail(f"database unreachable: {str(exc.orig or exc).splitlines()[0]}", EXIT_DATABASE)
     try:
-        settings = crawl_settings(overrides, sources_path=sources_path, database_url=url, trigger=trigger)
+        settings = crawl_settings(overrides, sources_path=sources_path, database_url=url, trigger=trigger,
+                                  run_id=run_id)
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
     process = CrawlerProcess(settings)
@@ -84,7 +87,67 @@ def run_crawl(source_name: str, *, sources_file: str | None, database_url: str |
 
 def cmd_crawl(args: argparse.Namespace) -> int:
     return run_crawl(args.source, sources_file=args.sources, database_url=args.db, overrides=args.set,
-                     trigger=args.trigger)
+                     trigger=args.trigger, run_id=args.run_id)
+
+
+# -- schedule ------------------------------------------------------------------------------
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """Run the scheduler in the foreground, list its jobs, or trigger one crawl now."""
+    from sqlalchemy.exc import OperationalError
+
+    from crawler.schedule import SchedulerError, SchedulerOptions, SchedulerService, configure_logging
+    from crawler.sources import SourcesError, load_sources, resolve_sources_path
+    from storage.db import resolve_database_url
+    from storage.migrate import SchemaError
+
+    if args.action is None and args.name is not None:
+        return _fail(f"unexpected argument {args.name!r}; did you mean `schedule trigger {args.name}`?", EXIT_USAGE)
+    if args.action == "trigger" and not args.name:
+        return _fail("schedule trigger: name the source to crawl", EXIT_USAGE)
+    sources_path = resolve_sources_path(args.sources)
+    try:
+        sources = load_sources(sources_path)
+        options = SchedulerOptions.from_env(
+            sources_path.resolve(), resolve_database_url(args.db), max_concurrent=args.max_concurrent,
+            misfire_grace=args.misfire_grace, shutdown_grace=args.shutdown_grace, stop_grace=args.stop_grace,
+            lease_ttl=args.lease_ttl, crawl_settings=args.set)
+    except (SourcesError, SchedulerError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    configure_logging(os.environ.get("NEWSINGEST_LOG_LEVEL", "INFO"))
+    service = SchedulerService(options)
+    try:
+        if args.list:
+            print_jobs(service.job_listing(sources))
+            return EXIT_OK
+        if args.action == "trigger":
+            status = service.trigger_now(args.name)
+            if status == "skipped":
+                return _fail(f"{args.name} was not crawled: another scheduler is crawling it now "
+                             "(its lease is held); see `newsingest runs`", EXIT_FAILED)
+            print(f"crawl of {args.name}: {status}")
+            return EXIT_OK if status == "succeeded" else EXIT_FAILED
+        return service.run_forever()
+    except (SchemaError, SchedulerError, SourcesError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except OperationalError as exc:
+        return _fail(f"database unreachable: {str(exc.orig or exc).splitlines()[0]}", EXIT_DATABASE)
+
+
+def print_jobs(rows: Sequence[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Scheduled crawls")
+    for column in ("job", "schedule (UTC)", "next run (UTC)", "state"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.job_id, row.schedule,
+                      f"{row.next_run:%Y-%m-%d %H:%M:%S}" if row.next_run else "—", row.state)
+    console = make_console()
+    console.print(table)
+    if not rows:
+        console.print("no source has a `schedule` table (or every scheduled source is disabled)")
 
 
 # -- extract -------------------------------------------------------------------------
@@ -170,7 +233,8 @@ def runs_table(runs: Sequence[Any], title: str = "Recent crawl runs") -> Any:
         duration = "—"
         if run.finished_at:
             duration = f"{(run.finished_at - run.started_at).total_seconds():.1f}s"
-        status = {"succeeded": "[green]succeeded[/]", "failed": "[red]failed[/]"}.get(run.status, run.status)
+        status = {"succeeded": "[green]succeeded[/]", "failed": "[red]failed[/]",
+                  "timed_out": "[yellow]timed_out[/]", "running": "[cyan]running[/]"}.get(run.status, run.status)
         table.add_row(str(run.id), run.source, run.trigger, f"{run.started_at:%Y-%m-%d %H:%M:%S}", duration,
                       status, str(run.pages), str(run.items_stored), str(run.items_updated),
                       str(run.duplicates), str(run.dropped), str(run.errors))
@@ -179,7 +243,11 @@ def runs_table(runs: Sequence[Any], title: str = "Recent crawl runs") -> Any:
 
 @_guard_db
 def cmd_runs(args: argparse.Namespace) -> int:
-    runs = _repository(args.db).recent_runs(limit=args.limit, source=args.source)
+    repository = _repository(args.db)
+    if args.per_source and not args.source:
+        runs = repository.recent_runs_per_source(args.per_source)
+    else:
+        runs = repository.recent_runs(limit=args.per_source or args.limit, source=args.source)
     console = make_console()
     console.print(runs_table(runs))
     for run in runs:
@@ -264,7 +332,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a Scrapy setting (repeatable)")
     p.add_argument("--trigger", default="manual", choices=("manual", "schedule", "demo"), help=argparse.SUPPRESS)
+    p.add_argument("--run-id", type=int, help="complete this existing `running` run record (set by the scheduler)")
     p.set_defaults(func=cmd_crawl)
+
+    p = sub.add_parser("schedule", help="run every source's crawl on its schedule (foreground service)",
+                       description="Run the scheduler in the foreground (SIGTERM/SIGINT stop it gracefully); "
+                                   "--list prints the jobs; `trigger NAME` crawls one source now. Durations "
+                                   "take 30s / 15m / 1h. See docs/scheduler.md.")
+    p.add_argument("action", nargs="?", choices=("trigger",), help="`trigger NAME`: crawl NAME now (trigger=manual)")
+    p.add_argument("name", nargs="?", help=argparse.SUPPRESS)
+    p.add_argument("--sources", help="sources TOML (default: $NEWSINGEST_SOURCES, else ./sources.toml)")
+    db_option(p)
+    p.add_argument("--list", action="store_true", help="print every job with its next run time, and exit")
+    p.add_argument("--max-concurrent", metavar="N",
+                   help="crawls running at once, all sources (default: $NEWSINGEST_MAX_CONCURRENT_CRAWLS, else 4)")
+    p.add_argument("--misfire-grace", metavar="DURATION",
+                   help="how late a run may still start (default: $NEWSINGEST_MISFIRE_GRACE, else 5m)")
+    p.add_argument("--shutdown-grace", metavar="DURATION",
+                   help="on SIGTERM, how long running crawls may finish (default: $NEWSINGEST_SHUTDOWN_GRACE, "
+                        "else 60s)")
+    p.add_argument("--stop-grace", metavar="DURATION",
+                   help="after asking a crawl to stop, before forcing it (default: $NEWSINGEST_STOP_GRACE, else 15s)")
+    p.add_argument("--lease-ttl", metavar="DURATION",
+                   help="source lease lifetime, renewed every quarter (default: $NEWSINGEST_LEASE_TTL, else 60s)")
+    p.add_argument("-s", "--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="Scrapy setting for every crawl (repeatable)")
+    p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("extract", help="print the fields extracted from a saved HTML file")
     p.add_argument("file")
@@ -281,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_option(p)
     p.add_argument("--source")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--per-source", type=int, metavar="N", help="the N latest runs of every source, by source")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("export", help="write articles as JSON lines")

@@ -1,9 +1,11 @@
 """Every crawl writes its `crawl_runs` record, failures included.
 
 The record is created when the spider opens (status `running`) and
-completed when it closes, with the counts from the crawl stats. Records left
-`running` by a killed crawl of the same source on this host are marked
-`abandoned` when the next crawl starts.
+completed when it closes, with the counts from the crawl stats. A crawl the
+scheduler started gets its record's id in the `NEWSINGEST_RUN_ID` setting
+(`newsingest crawl NAME --run-id N`) and completes that record instead of
+opening a second one. Records left `running` by a killed crawl of the same
+source on this host are marked `abandoned` when the next crawl starts.
 """
 
 from __future__ import annotations
@@ -60,10 +62,12 @@ def run_status(reason: str, stats: dict[str, Any]) -> tuple[str, str | None]:
 class CrawlRunRecorder:
     """Extension: open and close the run record of each crawl."""
 
-    def __init__(self, crawler: Crawler, database_url: str | None, trigger: str) -> None:
+    def __init__(self, crawler: Crawler, database_url: str | None, trigger: str,
+                 run_id: int | None = None) -> None:
         self.crawler = crawler
         self.database_url = database_url
         self.trigger = trigger
+        self.given_run_id = run_id
         self.repository: Repository | None = None
         self.run_id: int | None = None
         self.error_lines: list[str] = []
@@ -73,19 +77,29 @@ class CrawlRunRecorder:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> CrawlRunRecorder:
+        run_id = crawler.settings.get("NEWSINGEST_RUN_ID")
         return cls(crawler, crawler.settings.get("NEWSINGEST_DATABASE_URL"),
-                   crawler.settings.get("NEWSINGEST_RUN_TRIGGER", "manual"))
+                   crawler.settings.get("NEWSINGEST_RUN_TRIGGER", "manual"),
+                   int(run_id) if run_id not in (None, "") else None)
 
     def spider_opened(self, spider: Any) -> None:
         source = getattr(spider, "source", None)
         name = getattr(source, "name", None) or spider.name
         self.repository = open_repository(self.database_url)
+        if self.given_run_id is not None:
+            # Adopt first: the record then carries this pid, so the stale sweep below skips it.
+            if self.repository.adopt_run(self.given_run_id, name):
+                self.run_id = self.given_run_id
+            else:
+                logger.warning("run record %d is not an open run of %s; opening a new one",
+                               self.given_run_id, name)
         abandoned = self.repository.abandon_stale_runs(name)
         if abandoned:
             logger.warning("marked %d earlier run(s) of %s as abandoned (their process is gone)",
                            abandoned, name)
         self.repository.ensure_source(name, getattr(source, "site_name", None))
-        self.run_id = self.repository.start_run(name, self.trigger)
+        if self.run_id is None:
+            self.run_id = self.repository.start_run(name, self.trigger)
         self.crawler.stats.set_value("newsingest/run_id", self.run_id)
         logger.info("crawl run %d of source %s started (trigger: %s)", self.run_id, name, self.trigger)
 
