@@ -1,9 +1,12 @@
 """Stage 4: batched, idempotent writes to SQL, off the reactor thread.
 
 Items are buffered and written in batches (one transaction, a savepoint per
-article) by one dedicated writer thread, so the crawl never waits on the
-database unless too many batches are pending (then `process_item` waits:
-Scrapy's back-pressure keeps memory bounded). A timer flushes a partial batch
+article) by one dedicated writer, so the crawl never waits on the database
+unless too many batches are pending (then `process_item` waits: Scrapy's
+back-pressure keeps memory bounded). The writer is a thread for the first
+batch; from the first full batch on it is a writer process
+(``NEWSINGEST_STORE_WRITER = "process"``, the default), so the ORM work
+of a batch (a few ms per article) does not hold the reactor's GIL. A timer flushes a partial batch
 every few seconds, so a killed crawl loses at most that much work, and the
 rerun's upserts fill the gap without doubling anything.
 """
@@ -12,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from itemadapter import ItemAdapter
@@ -21,6 +26,7 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from storage.repository import CONTENT_COLUMNS, Repository, StoreResult, open_repository
@@ -29,6 +35,41 @@ logger = logging.getLogger(__name__)
 
 RECORD_KEYS = ("source", "canonical_url", "content_hash", "etag", "last_modified", "fetched_at",
                *CONTENT_COLUMNS)
+
+
+class StoreError(Exception):
+    """A batch the writer process could not store (the repository's error, as text)."""
+
+
+_writer_repository: Repository | None = None
+
+
+def _init_writer(database_url: str | None) -> None:
+    global _writer_repository
+    _writer_repository = open_repository(database_url)
+
+
+def _write_batch(batch: list[dict[str, Any]], run_id: int | None) -> StoreResult:
+    """Writer process: one batch through the repository; errors come back as picklable text."""
+    assert _writer_repository is not None, "writer not initialised"
+    try:
+        return _writer_repository.upsert_articles(batch, run_id)
+    except Exception as exc:
+        raise StoreError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _future_deferred(future: Future[Any]) -> Deferred[Any]:
+    deferred: Deferred[Any] = Deferred()
+
+    def fire(fut: Future[Any]) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            deferred.errback(Failure(exc))
+        else:
+            deferred.callback(fut.result())
+
+    future.add_done_callback(lambda fut: reactor.callFromThread(fire, fut))
+    return deferred
 
 
 def to_record(item: Any) -> dict[str, Any]:
@@ -41,7 +82,7 @@ class StorePipeline:
     """Buffer items and upsert them in batches through the repository."""
 
     def __init__(self, crawler: Crawler, database_url: str | None, batch_size: int,
-                 flush_seconds: float, max_pending: int) -> None:
+                 flush_seconds: float, max_pending: int, writer: str = "process") -> None:
         self.crawler = crawler
         self.stats = crawler.stats
         self.database_url = database_url
@@ -54,13 +95,18 @@ class StorePipeline:
         self.pool: ThreadPool | None = None
         self.timer: task.LoopingCall | None = None
         self.fatal_error: str | None = None
+        if writer not in ("process", "thread"):
+            raise ValueError(f"NEWSINGEST_STORE_WRITER must be 'process' or 'thread', not {writer!r}")
+        self.writer = writer
+        self.process: ProcessPoolExecutor | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StorePipeline:
         s = crawler.settings
         return cls(crawler, s.get("NEWSINGEST_DATABASE_URL"), s.getint("NEWSINGEST_STORE_BATCH_SIZE", 50),
                    s.getfloat("NEWSINGEST_STORE_FLUSH_SECONDS", 2.0),
-                   s.getint("NEWSINGEST_STORE_MAX_PENDING_BATCHES", 4))
+                   s.getint("NEWSINGEST_STORE_MAX_PENDING_BATCHES", 4),
+                   s.get("NEWSINGEST_STORE_WRITER", "process"))
 
     def open_spider(self) -> None:
         self.repository = open_repository(self.database_url)
@@ -77,6 +123,12 @@ class StorePipeline:
     async def process_item(self, item: Any) -> Any:
         self.buffer.append(to_record(item))
         if len(self.buffer) >= self.batch_size:
+            if self.writer == "process" and self.process is None and self.fatal_error is None:
+                # Short crawls never start a process. One writer at a time: the thread's
+                # batches finish before the process takes over.
+                while self.pending:
+                    await maybe_deferred_to_future(self._settled(self.pending[0]))
+                self._start_process()
             self._submit()
         while len(self.pending) > self.max_pending:
             await maybe_deferred_to_future(self._settled(self.pending[0]))
@@ -90,6 +142,9 @@ class StorePipeline:
             await maybe_deferred_to_future(self._settled(self.pending[0]))
         if self.pool is not None:
             self.pool.stop()
+        if self.process is not None:
+            self.process.shutdown(wait=True)
+            self.process = None
         if self.fatal_error:
             self.stats.set_value("newsingest/store/fatal_error", self.fatal_error)
 
@@ -104,10 +159,22 @@ class StorePipeline:
             return
         batch, self.buffer = self.buffer, []
         run_id = self.stats.get_value("newsingest/run_id")
-        deferred = deferToThreadPool(reactor, self.pool, self.repository.upsert_articles, batch, run_id)
+        if self.process is not None:
+            deferred = _future_deferred(self.process.submit(_write_batch, batch, run_id))
+        else:
+            deferred = deferToThreadPool(reactor, self.pool, self.repository.upsert_articles, batch, run_id)
         deferred.addCallbacks(self._stored, self._batch_failed, errbackArgs=(batch,))
         deferred.addBoth(self._done, deferred)
         self.pending.append(deferred)
+
+    def _start_process(self) -> None:
+        try:
+            self.process = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=_init_writer, initargs=(self.database_url,))
+        except Exception:
+            logger.exception("could not start the writer process; writing from a thread")
+            self.writer = "thread"
+            self.process = None
 
     @staticmethod
     def _settled(deferred: Deferred[Any]) -> Deferred[None]:

@@ -3,8 +3,9 @@
 `scrapy crawl news -a source=NAME` (or `newsingest crawl NAME`) reads the
 source from the sources file, then finds article URLs through the source's
 feeds, sitemaps (indexes, news sitemaps, robots.txt `Sitemap:` lines) and
-start pages (links followed to the source's `follow_depth`). Article pages
-become `ArticleItem`s through the pure extractor; the pipelines do the rest.
+start pages (links followed to the source's `follow_depth`). Every HTML page
+is yielded as a `RawPage`; the extract stage (pipelines/extract.py) turns
+article pages into `ArticleItem`s in worker processes, the pipelines do the rest.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from scrapy.http import Request, Response, TextResponse
 from scrapy.linkextractors import IGNORED_EXTENSIONS, LinkExtractor
 
 from crawler.discovery import DecompressionError, maybe_gunzip, parse_listing, sitemaps_from_robots
-from crawler.encoding import decode_html
-from crawler.extract import extract_page
-from crawler.items import ArticleItem
+from crawler.extract_pool import RawPage
 from crawler.sources import Source, load_source, resolve_sources_path
 from crawler.urls import strip_tracking
 
@@ -120,52 +119,29 @@ class NewsSpider(scrapy.Spider):
 
     # -- pages -----------------------------------------------------------------
 
-    def parse_page(self, response: Response) -> Iterator[ArticleItem | Request]:
-        """Extract an article if the page is one; follow links within the depth budget."""
+    def parse_page(self, response: Response) -> Iterator[RawPage | Request]:
+        """Hand the page to the extract stage (pipelines/extract.py); follow links within the depth budget.
+
+        Whether the page is an article, and its fields, are decided by the extract
+        stage, off the reactor thread: the spider only finds and yields.
+        """
         stats = self.crawler.stats
         if not isinstance(response, TextResponse):
             stats.inc_value("newsingest/pages/not_text")
             return
         stats.inc_value("newsingest/pages/parsed")
-        content_type = _header(response.headers, b"Content-Type")
-        text, encoding, how = decode_html(response.body, content_type)
-        if how in ("detected", "fallback"):
-            stats.inc_value(f"newsingest/encoding/{how}")
-        try:
-            page = extract_page(text, response.url, encoding=encoding, overrides=self.source.extraction or None)
-        except Exception:  # a broken page must not end the crawl
-            stats.inc_value("newsingest/pages/extract_error")
-            logger.exception("extraction failed for %s", response.url)
-            page = None
-        if page is not None and page.is_article and self.source.is_article_url(response.url):
-            stats.inc_value("newsingest/pages/article")
-            yield self._item(response, page.fields)
-        else:
-            stats.inc_value("newsingest/pages/not_article")
-        yield from self._follow(response)
-
-    def _item(self, response: Response, fields: dict[str, Any]) -> ArticleItem:
         headers = response.headers
-        return ArticleItem(
+        yield RawPage(
             source=self.source.name,
             url=response.url,
-            declared_canonical_url=fields.get("canonical_url"),
-            title=fields.get("title"),
-            subtitle=fields.get("subtitle"),
-            body=fields.get("body"),
-            authors=list(fields.get("authors") or []),
-            published_at=fields.get("published_at"),
-            modified_at=fields.get("modified_at"),
-            language=fields.get("language") or self.source.language,
-            section=fields.get("section"),
-            tags=list(fields.get("tags") or []),
-            image_url=fields.get("image_url"),
-            site_name=fields.get("site_name") or self.source.site_name,
-            fetched_at=datetime.now(UTC),
+            body=response.body,
+            content_type=_header(headers, b"Content-Type"),
             http_status=response.status,
             etag=_header(headers, b"ETag"),
             last_modified=_header(headers, b"Last-Modified"),
+            fetched_at=datetime.now(UTC),
         )
+        yield from self._follow(response)
 
     def _follow(self, response: Response) -> Iterator[Request]:
         depth = response.meta.get("follow_depth", self.source.follow_depth)

@@ -1,0 +1,378 @@
+"""Throughput and memory, side by side: fetch-only Scrapy, naive Scrapy + trafilatura, `newsingest crawl`.
+
+    python bench/crawl.py --articles 5000 [--db URL] [--pad-kb K] [--repeat N] [--only newsingest]
+
+Builds (or reuses, under --cache) a newssite, serves it with nginx (`--no-faults`)
+on a free loopback port, and crawls it three ways, one after the other, with the
+same Scrapy settings (CONCURRENT_REQUESTS=32 and per domain 32, no download
+delay, AutoThrottle off, robots.txt obeyed, discovery through the sitemaps listed
+in robots.txt):
+
+* fetch: a SitemapSpider whose callback only yields ``response.url`` (the ceiling);
+* naive: the same spider with ``trafilatura.extract(with_metadata=True)`` in the callback;
+* newsingest: ``newsingest crawl`` (real spider, extraction, pipelines, database).
+
+Each crawl runs in its own process; CPU time is its rusage including every child
+process it waited for (the extraction pool), peak RSS is sampled every 50 ms over
+the whole process tree (sum of RSS). nginx is not counted. A benchmark script,
+not a test: paste its output in closing notes. Needs psutil and nginx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The settings every crawler gets (baselines and newsingest alike).
+COMMON_SETTINGS = {
+    "CONCURRENT_REQUESTS": 32,
+    "CONCURRENT_REQUESTS_PER_DOMAIN": 32,
+    "DOWNLOAD_DELAY": 0,
+    "AUTOTHROTTLE_ENABLED": False,
+    "ROBOTSTXT_OBEY": True,
+    "LOG_LEVEL": "WARNING",
+}
+
+
+# -- the baseline spiders (run in a child process: `bench/crawl.py --spider KIND ...`) -------------
+
+
+def run_baseline(kind: str, base_url: str, stats_path: str) -> int:
+    import scrapy
+    from scrapy.crawler import CrawlerProcess
+    from scrapy.spiders import SitemapSpider
+
+    extract = None
+    if kind == "naive":
+        import trafilatura
+
+        extract = trafilatura.extract
+
+    class BenchSpider(SitemapSpider):
+        name = f"bench-{kind}"
+        sitemap_urls = [f"{base_url}/robots.txt"]
+
+        def parse(self, response: scrapy.http.Response):  # type: ignore[override]
+            if extract is None:
+                yield {"url": response.url}
+                return
+            text = extract(response.text, url=response.url, with_metadata=True)
+            yield {"url": response.url, "extracted": text is not None}
+
+    process = CrawlerProcess({**COMMON_SETTINGS, "TELNETCONSOLE_ENABLED": False})
+    crawler = process.create_crawler(BenchSpider)
+    process.crawl(crawler)
+    process.start()
+    stats = crawler.stats.get_stats() if crawler.stats else {}
+    Path(stats_path).write_text(json.dumps({
+        "pages": stats.get("response_received_count", 0),
+        "items": stats.get("item_scraped_count", 0),
+    }), encoding="utf-8")
+    return 0
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    wall: float = 0.0
+    cpu: float = 0.0
+    peak_rss: int = 0
+    pages: int = 0
+    articles: int | None = None
+    rss_trace: list[tuple[float, int]] = field(default_factory=list)
+    exit_code: int = 0
+    sampled_child_cpu: float = 0.0  # CPU of child processes as last sampled (a check on rusage)
+
+    @property
+    def pages_per_s(self) -> float:
+        return self.pages / self.wall if self.wall else 0.0
+
+    @property
+    def cpu_ms_per_page(self) -> float:
+        return 1000 * self.cpu / self.pages if self.pages else 0.0
+
+
+def tree_rss(proc: psutil.Process) -> int:  # noqa: F821
+    import psutil
+
+    total = 0
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def measure(name: str, cmd: list[str], env: dict[str, str], log_path: Path) -> Result:
+    import psutil
+
+    result = Result(name)
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = psutil.Process(popen.pid)
+        stop = threading.Event()
+
+        child_cpu: dict[int, float] = {}
+
+        def sample() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(psutil.Error):
+                    for child in proc.children(recursive=True):
+                        with contextlib.suppress(psutil.Error):
+                            times = child.cpu_times()
+                            child_cpu[child.pid] = times.user + times.system
+                rss = tree_rss(proc)
+                result.peak_rss = max(result.peak_rss, rss)
+                result.rss_trace.append((time.perf_counter() - started, rss))
+                stop.wait(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _pid, status, rusage = os.wait4(popen.pid, 0)
+        result.wall = time.perf_counter() - started
+        stop.set()
+        sampler.join()
+        popen.returncode = os.waitstatus_to_exitcode(status)
+    result.exit_code = popen.returncode
+    result.cpu = rusage.ru_utime + rusage.ru_stime
+    result.sampled_child_cpu = sum(child_cpu.values())
+    return result
+
+
+# -- the site -------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def build_site(args: argparse.Namespace, env: dict[str, str]) -> tuple[Path, int]:
+    """Reuse a cached build when its port is free, else build one (its port is in its URLs)."""
+    stem = f"newssite-{args.articles}-seed{args.seed}-pad{args.pad_kb}"
+    for server_json in sorted(Path(args.cache).glob(f"{stem}*/server.json")):
+        port = int(json.loads(server_json.read_text())["base_url"].rsplit(":", 1)[1].split("/")[0])
+        if port_free(port) and (server_json.parent / "manifest.json").exists():
+            return server_json.parent, port
+    port = free_port()
+    cache = Path(args.cache) / f"{stem}-port{port}"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(cache.parent, 0o755)
+    print(f"building newssite ({args.articles} articles, pad {args.pad_kb} KiB) in {cache} ...", flush=True)
+    subprocess.run([sys.executable, "-m", "newssite", "build", str(cache), "--articles", str(args.articles),
+                    "--seed", args.seed, "--port", str(port), "--pad-kb", str(args.pad_kb), "--quiet"],
+                   env=env, check=True)
+    return cache, port
+
+
+def start_nginx(site: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    if not shutil.which("nginx"):
+        sys.exit("bench/crawl.py needs nginx (apt-get install -y nginx)")
+    proc = subprocess.Popen([sys.executable, "-m", "newssite", "nginx", str(site), "--no-faults",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                sys.exit(f"nginx did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+            time.sleep(0.05)
+    sys.exit("nginx did not start listening")
+
+
+# -- newsingest -----------------------------------------------------------------------------------------
+
+
+def reset_db(url: str) -> None:
+    """An empty database for each newsingest run (PostgreSQL: drop every table)."""
+    from sqlalchemy import create_engine, text
+
+    if not url.startswith("postgresql"):
+        return
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def count_rows(url: str) -> tuple[int, int]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        articles = conn.execute(text("SELECT count(*) FROM articles")).scalar_one()
+        pages = conn.execute(text("SELECT pages FROM crawl_runs ORDER BY id DESC LIMIT 1")).scalar_one()
+    engine.dispose()
+    return int(articles), int(pages or 0)
+
+
+def newsingest_settings(args: argparse.Namespace) -> dict[str, object]:
+    settings: dict[str, object] = dict(COMMON_SETTINGS)
+    settings["NEWSINGEST_EXTRACT_WORKERS"] = args.workers
+    settings["NEWSINGEST_STORE_BATCH_SIZE"] = args.batch_size
+    for item in args.set:
+        name, _, value = item.partition("=")
+        settings[name] = value
+    return settings
+
+
+# -- main ------------------------------------------------------------------------------------------------
+
+
+def fmt_mb(n: int) -> str:
+    return f"{n / 2**20:.0f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--articles", type=int, default=5000)
+    parser.add_argument("--db", help="database URL for newsingest (default: a fresh SQLite file)")
+    parser.add_argument("--seed", default="42")
+    parser.add_argument("--pad-kb", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=1, help="run the three crawls this many times, in turn")
+    parser.add_argument("--only", action="append", choices=("fetch", "naive", "newsingest"),
+                        help="run only these crawlers (repeatable)")
+    parser.add_argument("--workers", default="0", help="NEWSINGEST_EXTRACT_WORKERS for newsingest")
+    parser.add_argument("--batch-size", type=int, default=200, help="NEWSINGEST_STORE_BATCH_SIZE")
+    parser.add_argument("-s", "--set", action="append", default=[], help="extra -s NAME=VALUE for newsingest")
+    parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "newsingest-bench"))
+    parser.add_argument("--newssite", default=str(ROOT.parent / "shared" / "bench"))
+    parser.add_argument("--rss-trace", action="store_true", help="print newsingest's RSS every 5,000 pages")
+    parser.add_argument("--spider", choices=("fetch", "naive"), help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--stats", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.spider:
+        return run_baseline(args.spider, args.base_url, args.stats)
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([args.newssite, str(ROOT)])}
+    site, port = build_site(args, env)
+    base = f"http://127.0.0.1:{port}"
+    nginx = start_nginx(site, port, env)
+    kinds = args.only or ["fetch", "naive", "newsingest"]
+    settings = newsingest_settings(args)
+    results: dict[str, list[Result]] = {k: [] for k in kinds}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-crawl-") as tmp:
+            sources = Path(tmp) / "sources.toml"
+            sources.write_text(
+                "[sources.herald]\n"
+                'site_name = "The Loopback Herald"\n'
+                'allowed_domains = ["127.0.0.1"]\n'
+                f'sitemaps = ["{base}/robots.txt"]\n', encoding="utf-8")
+            for rep in range(args.repeat):
+                for kind in kinds:
+                    stats_path = Path(tmp) / f"{kind}-{rep}.json"
+                    log_path = Path(tmp) / f"{kind}-{rep}.log"
+                    if kind == "newsingest":
+                        db_url = args.db or f"sqlite:///{tmp}/news-{rep}.db"
+                        reset_db(db_url)
+                        cmd = [sys.executable, "-m", "crawler.cli", "crawl", "herald", "--sources", str(sources),
+                               "--db", db_url]
+                        for name, value in settings.items():
+                            cmd += ["-s", f"{name}={value}"]
+                    else:
+                        cmd = [sys.executable, str(Path(__file__).resolve()), "--spider", kind, "--base-url", base,
+                               "--stats", str(stats_path)]
+                    result = measure(kind, cmd, env, log_path)
+                    if kind == "newsingest":
+                        result.articles, result.pages = count_rows(db_url)
+                    elif stats_path.exists():
+                        result.pages = json.loads(stats_path.read_text())["pages"]
+                    if result.exit_code:
+                        print(f"{kind} exited {result.exit_code}; log tail:\n"
+                              + log_path.read_text(errors="replace")[-3000:])
+                    results[kind].append(result)
+                    print(f"  run {rep + 1} {kind}: {result.pages} pages in {result.wall:.1f}s "
+                          f"({result.pages_per_s:.0f}/s), cpu {result.cpu_ms_per_page:.2f} ms/page, "
+                          f"peak {fmt_mb(result.peak_rss)} MB (children cpu sampled {result.sampled_child_cpu:.1f}s "
+                          f"of {result.cpu:.1f}s)", flush=True)
+    finally:
+        nginx.send_signal(signal.SIGTERM)
+        nginx.wait(timeout=10)
+
+    report(args, results, settings)
+    return 0
+
+
+def best(runs: list[Result]) -> Result:
+    """The median run by pages/s (the table's row)."""
+    ordered = sorted(runs, key=lambda r: r.pages_per_s)
+    return ordered[len(ordered) // 2]
+
+
+def report(args: argparse.Namespace, results: dict[str, list[Result]], settings: dict[str, object]) -> None:
+    db = args.db.split("@")[-1] if args.db else "sqlite (temp file)"
+    print()
+    print(f"newssite {args.articles} articles, pad {args.pad_kb} KiB, nginx --no-faults; "
+          f"{os.cpu_count()} cores; db {db}; median of {args.repeat} run(s)")
+    print("newsingest settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
+    head = (f"{'crawler':<12}{'pages':>8}{'wall s':>9}{'pages/s':>9}{'CPU ms/page':>13}{'peak RSS MB':>13}"
+            f"{'articles':>10}")
+    print(head)
+    print("-" * len(head))
+    rows = {k: best(v) for k, v in results.items() if v}
+    for kind, r in rows.items():
+        articles = "-" if r.articles is None else str(r.articles)
+        print(f"{kind:<12}{r.pages:>8}{r.wall:>9.1f}{r.pages_per_s:>9.1f}{r.cpu_ms_per_page:>13.2f}"
+              f"{fmt_mb(r.peak_rss):>13}{articles:>10}")
+    if {"fetch", "naive", "newsingest"} <= rows.keys():
+        ni, naive, fetch = rows["newsingest"], rows["naive"], rows["fetch"]
+        vs_naive = ni.pages_per_s / naive.pages_per_s
+        vs_fetch = ni.pages_per_s / fetch.pages_per_s
+        rss = ni.peak_rss / naive.peak_rss
+        print(f"newsingest / naive pages/s:  {vs_naive:.2f}x  (goal >= 2.0)  {'MET' if vs_naive >= 2 else 'NOT MET'}")
+        print(f"newsingest / fetch pages/s:  {vs_fetch:.2f}x  (goal >= 0.6)  {'MET' if vs_fetch >= 0.6 else 'NOT MET'}")
+        print(f"newsingest / naive peak RSS: {rss:.2f}x  (goal <= 1.5)  {'MET' if rss <= 1.5 else 'NOT MET'}")
+        if args.repeat > 1:
+            per_rep = [n.pages_per_s / v.pages_per_s for n, v in zip(results["newsingest"], results["naive"],
+                                                                      strict=False)]
+            print("per-run newsingest/naive: " + ", ".join(f"{x:.2f}" for x in per_rep))
+    if args.rss_trace and "newsingest" in rows:
+        r = rows["newsingest"]
+        rate = r.pages / r.wall if r.wall else 0
+        print("newsingest RSS over the crawl (pages estimated from elapsed time at the mean rate):")
+        step = 5000
+        marks = list(range(step, r.pages + 1, step))
+        for mark in marks:
+            t = mark / rate
+            rss = max((v for ts, v in r.rss_trace if ts <= t), default=0)
+            now = min(r.rss_trace, key=lambda tv: abs(tv[0] - t))[1]
+            print(f"  ~{mark:>6} pages: RSS {fmt_mb(now)} MB (peak so far {fmt_mb(rss)} MB)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
