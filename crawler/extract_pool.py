@@ -61,14 +61,15 @@ class PageResult:
     error: str | None = None  # traceback text when outcome == ERROR
 
 
-def process_page(source: Source, url: str, body: bytes, content_type: str | None) -> PageResult:
-    """Decode, extract, classify one page: the spider's former inline path, unchanged."""
+def process_page(source: Source, url: str, body: bytes, content_type: str | None,
+                 hints: dict[str, Any] | None = None) -> PageResult:
+    """Decode, extract, classify one page; `hints` are what a sitemap said of it (publication time)."""
     from crawler.encoding import decode_html
     from crawler.extract import extract_page
 
     text, encoding, how = decode_html(body, content_type)
     try:
-        page = extract_page(text, url, encoding=encoding, overrides=source.extraction or None)
+        page = extract_page(text, url, encoding=encoding, overrides=source.extraction or None, hints=hints)
     except Exception:  # a broken page must not end the crawl
         return PageResult(ERROR, how, error=traceback.format_exc(limit=8))
     if page.is_article and source.is_article_url(url):
@@ -94,9 +95,9 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _work(url: str, body: bytes, content_type: str | None) -> PageResult:
+def _work(url: str, body: bytes, content_type: str | None, hints: dict[str, Any] | None) -> PageResult:
     assert _worker_source is not None, "worker not initialised"
-    return process_page(_worker_source, url, body, content_type)
+    return process_page(_worker_source, url, body, content_type, hints)
 
 
 def picklable(source: Source) -> Source:
@@ -140,8 +141,9 @@ class ExtractPool:
         futures = [self.executor.submit(_ready) for _ in range(workers)]
         self.ready: Future[int] = futures[0]
 
-    def submit(self, url: str, body: bytes, content_type: str | None) -> Future[PageResult]:
-        return self.executor.submit(_work, url, body, content_type)
+    def submit(self, url: str, body: bytes, content_type: str | None,
+               hints: dict[str, Any] | None = None) -> Future[PageResult]:
+        return self.executor.submit(_work, url, body, content_type, hints)
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)

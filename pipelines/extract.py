@@ -136,17 +136,17 @@ class ExtractPipeline:
     async def _extract(self, source: Source, page: RawPage) -> PageResult:
         pool = self._pool(source)
         if pool is None or not pool.ready.done():
-            return process_page(source, page.url, page.body, page.content_type)
+            return process_page(source, page.url, page.body, page.content_type, page.meta.get("hints"))
         await maybe_deferred_to_future(self.inflight.acquire())
         try:
             try:
-                return await maybe_deferred_to_future(_as_deferred(pool.submit(page.url, page.body,
-                                                                               page.content_type)))
+                return await maybe_deferred_to_future(_as_deferred(pool.submit(page.url, page.body, page.content_type,
+                                                                               page.meta.get("hints"))))
             except BrokenProcessPool:
                 logger.error("the extraction pool broke (a worker died); extracting inline from now on")
                 self.stats.inc_value("newsingest/extract/pool_broken")
                 self._drop_pool()
-                return process_page(source, page.url, page.body, page.content_type)
+                return process_page(source, page.url, page.body, page.content_type, page.meta.get("hints"))
         finally:
             self.inflight.release()
 

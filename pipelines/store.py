@@ -116,6 +116,8 @@ class StorePipeline:
             self.repository.ensure_source(source.name, source.site_name)
         self.pool = ThreadPool(minthreads=1, maxthreads=1, name="newsingest-store")
         self.pool.start()
+        # A crawl stopped before close_spider (forced shutdown) must not hang on this thread.
+        reactor.addSystemEventTrigger("during", "shutdown", self._stop_workers)
         if self.flush_seconds > 0:
             self.timer = task.LoopingCall(self._flush_partial)
             self.timer.start(self.flush_seconds, now=False)
@@ -140,15 +142,20 @@ class StorePipeline:
         self._submit()
         while self.pending:
             await maybe_deferred_to_future(self._settled(self.pending[0]))
-        if self.pool is not None:
-            self.pool.stop()
-        if self.process is not None:
-            self.process.shutdown(wait=True)
-            self.process = None
+        self._stop_workers()
         if self.fatal_error:
             self.stats.set_value("newsingest/store/fatal_error", self.fatal_error)
 
     # -- internals -------------------------------------------------------------
+
+    def _stop_workers(self) -> None:
+        """Stop the writer thread and process (idempotent: close and reactor shutdown both call it)."""
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool = None
+        if self.process is not None:
+            self.process.shutdown(wait=True)
+            self.process = None
 
     def _flush_partial(self) -> None:
         if self.buffer:

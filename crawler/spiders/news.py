@@ -113,9 +113,13 @@ class NewsSpider(scrapy.Spider):
                               meta={"newsingest_kind": "sitemap"})
                 continue
             stats.inc_value(f"newsingest/discovered/{kind}")
+            meta: dict[str, Any] = {"follow_depth": max_depth}
+            if entry.news_publication_date:
+                # A news sitemap's timestamp has the seconds a visible dateline lacks.
+                meta["newsingest_hints"] = {"published_at": entry.news_publication_date}
             # Listed pages are complete on their own: their links are not followed.
             yield Request(strip_tracking(entry.loc), callback=self.parse_page, errback=self.on_error,
-                          priority=5, meta={"follow_depth": max_depth})
+                          priority=5, meta=meta)
 
     # -- pages -----------------------------------------------------------------
 
@@ -140,6 +144,7 @@ class NewsSpider(scrapy.Spider):
             etag=_header(headers, b"ETag"),
             last_modified=_header(headers, b"Last-Modified"),
             fetched_at=datetime.now(UTC),
+            meta={"hints": response.meta["newsingest_hints"]} if "newsingest_hints" in response.meta else {},
         )
         yield from self._follow(response)
 
