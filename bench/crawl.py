@@ -292,6 +292,7 @@ def main() -> int:
                 "[sources.herald]\n"
                 'site_name = "The Loopback Herald"\n'
                 'allowed_domains = ["127.0.0.1"]\n'
+                'allow_private_networks = true\n'
                 f'sitemaps = ["{base}/robots.txt"]\n', encoding="utf-8")
             for rep in range(args.repeat):
                 for kind in kinds:

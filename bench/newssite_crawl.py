@@ -72,7 +72,7 @@ def main() -> int:
             time.sleep(1.0)
             db_url = args.db or f"sqlite:///{tmp}/news.db"
             sources = write_sources_file(Path(tmp) / "sources.toml", {"herald": {
-                "site_name": "The Loopback Herald", "allowed_domains": ["127.0.0.1"],
+                "site_name": "The Loopback Herald", "allowed_domains": ["127.0.0.1"], "allow_private_networks": True,
                 "feeds": [f"{base}/rss.xml"], "sitemaps": [f"{base}/sitemap.xml"], "start_urls": [f"{base}/"],
                 "settings": {"AUTOTHROTTLE_ENABLED": False}}})
             started = time.perf_counter()

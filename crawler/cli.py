@@ -28,7 +28,8 @@ def _fail(message: str, code: int) -> int:
 
 
 def crawl_settings(overrides: Sequence[str], *, sources_path: Path, database_url: str,
-                   trigger: str = "manual", run_id: int | None = None) -> Any:
+                   trigger: str = "manual", run_id: int | None = None,
+                   allow_private_networks: bool = False) -> Any:
     """Project settings plus the command line's `-s NAME=VALUE` overrides."""
     os.environ.setdefault("SCRAPY_SETTINGS_MODULE", "crawler.settings")
     from scrapy.utils.project import get_project_settings
@@ -37,6 +38,8 @@ def crawl_settings(overrides: Sequence[str], *, sources_path: Path, database_url
     settings.set("NEWSINGEST_SOURCES", str(sources_path), priority="cmdline")
     settings.set("NEWSINGEST_DATABASE_URL", database_url, priority="cmdline")
     settings.set("NEWSINGEST_RUN_TRIGGER", trigger, priority="cmdline")
+    # The address guard's resolver is process-wide: the source's choice must reach it here.
+    settings.set("NEWSINGEST_ALLOW_PRIVATE_NETWORKS", allow_private_networks, priority="cmdline")
     if run_id is not None:  # the scheduler made the run record; the crawl completes it
         settings.set("NEWSINGEST_RUN_ID", run_id, priority="cmdline")
     for pair in overrides:
@@ -60,7 +63,7 @@ def run_crawl(source_name: str, *, sources_file: str | None, database_url: str |
 
     try:
         sources_path = resolve_sources_path(sources_file)
-        load_source(sources_path, source_name)
+        source = load_source(sources_path, source_name)
     except SourcesError as exc:
         return _fail(str(exc), EXIT_USAGE)
     url = resolve_database_url(database_url)
@@ -72,7 +75,7 @@ def run_crawl(source_name: str, *, sources_file: str | None, database_url: str |
         return _fail(f"database unreachable: {str(exc.orig or exc).splitlines()[0]}", EXIT_DATABASE)
     try:
         settings = crawl_settings(overrides, sources_path=sources_path, database_url=url, trigger=trigger,
-                                  run_id=run_id)
+                                  run_id=run_id, allow_private_networks=source.allow_private_networks)
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
     process = CrawlerProcess(settings)

@@ -24,6 +24,14 @@ from scrapy.http import Request
 from scrapy.resolver import CachingThreadedResolver
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer
+from twisted.internet.error import DNSLookupError
+
+try:  # Scrapy >= 2.19 wraps Twisted's DNS errors
+    from scrapy.exceptions import CannotResolveHostError
+
+    _DNS_ERRORS: tuple[type[BaseException], ...] = (DNSLookupError, CannotResolveHostError)
+except ImportError:  # pragma: no cover - older Scrapy
+    _DNS_ERRORS = (DNSLookupError,)
 from twisted.internet.threads import deferToThread
 
 logger = logging.getLogger(__name__)
@@ -89,6 +97,26 @@ def literal_host(host: str) -> IPAddress | None:
         return None
 
 
+# The resolver is one per process and is built from the process settings before any
+# spider exists; a crawl process crawls one source, whose choice is recorded here.
+_process_allows_private: bool | None = None
+# Names the resolver refused, so the middleware can tell a block from a DNS failure
+# (Twisted turns any resolver error into DNSLookupError, which Scrapy would retry).
+_blocked_names: dict[str, str] = {}
+_BLOCKED_NAMES_MAX = 10_000
+
+
+def allow_private_networks_in_process(allow: bool) -> None:
+    """Record the crawled source's `allow_private_networks` for this process's resolver."""
+    global _process_allows_private
+    _process_allows_private = allow
+
+
+def blocked_reason(host: str) -> str | None:
+    """Why the resolver refused `host` in this process, if it did."""
+    return _blocked_names.get(host)
+
+
 class GuardedResolver(CachingThreadedResolver):
     """Scrapy's caching resolver, refusing names that resolve to non-public addresses.
 
@@ -109,7 +137,8 @@ class GuardedResolver(CachingThreadedResolver):
 
     def getHostByName(self, name: str, timeout: Any = ()) -> defer.Deferred[str]:
         deferred = super().getHostByName(name, timeout)
-        if not self.allow_private:
+        allow = self.allow_private if _process_allows_private is None else _process_allows_private
+        if not allow:
             deferred.addCallback(self._check, name)
         return deferred
 
@@ -117,6 +146,8 @@ class GuardedResolver(CachingThreadedResolver):
     def _check(address: str, name: str) -> str:
         reason = non_public_reason(address)
         if reason:
+            if len(_blocked_names) < _BLOCKED_NAMES_MAX:
+                _blocked_names[name] = f"{name} resolves to a {reason}"
             raise BlockedAddressError(f"{name} resolves to a {reason}")
         return address
 
@@ -157,9 +188,14 @@ class AddressGuardMiddleware:
                     self._block(request, f"{host} resolves to a {reason}", "private_address")
 
     def process_exception(self, request: Request, exception: BaseException) -> None:
+        """Turn a resolver block (seen as a DNS error) into an ignored request: never retried."""
+        reason = None
         if isinstance(exception, BlockedAddressError):
-            self.stats.inc_value("newsingest/blocked/private_address")
-            logger.warning("blocked %s: %s", request.url, exception)
+            reason = str(exception)
+        elif isinstance(exception, _DNS_ERRORS):
+            reason = blocked_reason(urlsplit(request.url).hostname or "")
+        if reason:
+            self._block(request, reason, "private_address")
 
     def _block(self, request: Request, reason: str, key: str) -> None:
         self.stats.inc_value(f"newsingest/blocked/{key}")

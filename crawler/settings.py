@@ -65,7 +65,14 @@ ITEM_PIPELINES = {
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
     "crawler.middlewares.RobotsTxtMiddleware": 100,
+    # after HttpProxyMiddleware (750), so proxied targets are checked too
+    "crawler.netguard.AddressGuardMiddleware": 760,
 }
+# The address guard (crawler/netguard.py): no connection to loopback, private, link-local
+# or other non-public addresses, unless the source sets allow_private_networks = true.
+TWISTED_DNS_RESOLVER = "crawler.netguard.GuardedResolver"
+NEWSINGEST_ADDRESS_GUARD_ENABLED = True
+NEWSINGEST_ALLOW_PRIVATE_NETWORKS = False
 EXTENSIONS = {
     "crawler.runrecord.CrawlRunRecorder": 10,
 }

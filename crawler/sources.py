@@ -48,7 +48,7 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 URL_LIST_KEYS = ("feeds", "sitemaps", "start_urls")
 PER_SOURCE_KEYS = ("allowed_domains", *URL_LIST_KEYS)
 DEFAULTABLE_KEYS = ("article_url_pattern", "exclude_url_pattern", "site_name", "language", "follow_depth",
-                    "enabled", "settings", "extraction", "schedule", "timeout")
+                    "enabled", "allow_private_networks", "settings", "extraction", "schedule", "timeout")
 SOURCE_KEYS = (*PER_SOURCE_KEYS, *DEFAULTABLE_KEYS)
 EXTRACTION_KEYS = ("body", "title", "authors", "published_at")
 SCHEDULE_KEYS = ("cron", "interval", "jitter")
@@ -113,6 +113,7 @@ class Source:
     extraction: Mapping[str, str]
     schedule: Schedule | None
     timeout_seconds: float | None
+    allow_private_networks: bool = False
 
     def is_allowed(self, url: str) -> bool:
         """True if the URL's host is one of `allowed_domains` or a subdomain of one."""
@@ -297,6 +298,8 @@ class _Loader:
             "language": self.language(table.get("language")),
             "follow_depth": self.follow_depth(table.get("follow_depth", DEFAULT_FOLLOW_DEPTH)),
             "enabled": self.boolean("enabled", table.get("enabled", True)),
+            "allow_private_networks": self.boolean("allow_private_networks",
+                                                   table.get("allow_private_networks", False)),
             "settings": self.settings(table.get("settings", {})),
             "extraction": self.extraction(table.get("extraction", {})),
             "schedule": self.schedule(table.get("schedule")),

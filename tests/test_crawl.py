@@ -175,7 +175,8 @@ def test_seed_article(tmp_path: Path, sqlite_url: str) -> None:
     with DemoServer(site_dir) as server:
         url = f"{server.base_url}/world/2023/02/02/donetsk-luhansk-join-russia/"
         sources = write_sources_file(tmp_path / "sources.toml", {"raven": {
-            "allowed_domains": ["127.0.0.1"], "start_urls": [url], "follow_depth": 0}})
+            "allowed_domains": ["127.0.0.1"], "allow_private_networks": True, "start_urls": [url],
+            "follow_depth": 0}})
         result = newsingest("crawl", "raven", "--sources", str(sources), "--db", sqlite_url, *FAST)
     assert result.returncode == 0, result.stderr[-3000:]
     (article,) = rows(sqlite_url).values()
@@ -207,7 +208,8 @@ def test_unreachable_site_fails_the_run(tmp_path: Path, sqlite_url: str) -> None
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     sources = write_sources_file(tmp_path / "sources.toml", {"down": {
-        "allowed_domains": ["127.0.0.1"], "start_urls": [f"http://127.0.0.1:{port}/"]}})
+        "allowed_domains": ["127.0.0.1"], "allow_private_networks": True,
+        "start_urls": [f"http://127.0.0.1:{port}/"]}})
     result = newsingest("crawl", "down", "--sources", str(sources), "--db", sqlite_url, *FAST,
                         "-s", "RETRY_TIMES=0", "-s", "ROBOTSTXT_OBEY=False")
     assert result.returncode == 1

@@ -57,7 +57,8 @@ def slow_robots_site() -> Iterator[str]:
 def test_concurrent_requests_waiting_for_robots_all_obey_it(slow_robots_site: str, tmp_path: Path) -> None:
     private = [f"{slow_robots_site}/private/page-{i}/" for i in range(5)]
     sources = write_sources_file(tmp_path / "sources.toml", {"site": {
-        "allowed_domains": ["127.0.0.1"], "start_urls": [*private, f"{slow_robots_site}/public/"],
+        "allowed_domains": ["127.0.0.1"], "allow_private_networks": True,
+        "start_urls": [*private, f"{slow_robots_site}/public/"],
         "follow_depth": 0}})
     result = subprocess.run(
         [sys.executable, "-m", "crawler.cli", "crawl", "site", "--sources", str(sources),

@@ -85,7 +85,7 @@ def sites(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def source(url: str, interval: str = "1s", **extra: Any) -> dict[str, Any]:
-    return {"allowed_domains": ["127.0.0.1"], "start_urls": [url], "follow_depth": 0,
+    return {"allowed_domains": ["127.0.0.1"], "allow_private_networks": True, "start_urls": [url], "follow_depth": 0,
             "schedule": {"interval": interval}, **extra}
 
 

@@ -807,6 +807,7 @@ def demo_source_config(base_url: str) -> dict[str, Any]:
     return {
         "site_name": SITE_NAME,
         "allowed_domains": ["127.0.0.1"],
+        "allow_private_networks": True,  # the demo site is on loopback
         "feeds": [f"{base}/rss.xml", f"{base}/world/atom.xml"],
         "sitemaps": [f"{base}/sitemap.xml"],
         "start_urls": [f"{base}/"],

@@ -22,6 +22,7 @@ from scrapy.linkextractors import IGNORED_EXTENSIONS, LinkExtractor
 
 from crawler.discovery import DecompressionError, maybe_gunzip, parse_listing, sitemaps_from_robots
 from crawler.extract_pool import RawPage
+from crawler.netguard import allow_private_networks_in_process
 from crawler.sources import Source, load_source, resolve_sources_path
 from crawler.urls import strip_tracking
 
@@ -45,6 +46,9 @@ class NewsSpider(scrapy.Spider):
         source = load_source(path, name)
         # Per-source settings override the project's but not the command line's.
         crawler.settings.setdict(dict(source.settings), priority="spider")
+        if source.allow_private_networks:
+            crawler.settings.set("NEWSINGEST_ALLOW_PRIVATE_NETWORKS", True, priority="spider")
+        allow_private_networks_in_process(crawler.settings.getbool("NEWSINGEST_ALLOW_PRIVATE_NETWORKS"))
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider.source = source
         spider.allowed_domains = list(source.allowed_domains)
