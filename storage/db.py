@@ -32,6 +32,15 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, for anything a person or a log may see."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL: mask everything between :// and @
+        head, sep, tail = url.partition("://")
+        return head + sep + (("***@" + tail.split("@", 1)[1]) if "@" in tail else tail)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -71,6 +71,7 @@ def print_summary(database_url: str, manifest: dict[str, Any]) -> None:
     from sqlalchemy import func, select
 
     from crawler.cli import make_console, runs_table
+    from storage.db import mask_url
     from storage.models import Article
     from storage.repository import open_repository
 
@@ -87,7 +88,7 @@ def print_summary(database_url: str, manifest: dict[str, Any]) -> None:
     found = len(expected & stored_urls)
     run = runs[0] if runs else None
 
-    table = Table(title=f"Stored in {database_url}")
+    table = Table(title=f"Stored in {mask_url(database_url)}")
     table.add_column("what")
     table.add_column("count", justify="right")
     table.add_row("article rows (source demo)", str(total))
