@@ -42,20 +42,26 @@ class DecompressionError(ValueError):
 
 
 def maybe_gunzip(body: bytes, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> bytes:
-    """Decompress a gzip file body (e.g. sitemap.xml.gz), refusing gzip bombs."""
+    """Decompress a gzip file body (e.g. sitemap.xml.gz), all its members, refusing gzip bombs."""
     if not body.startswith(GZIP_MAGIC):
         return body
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = io.BytesIO()
+    data = body
     try:
-        chunk = decompressor.decompress(body, max_bytes + 1)
-        out.write(chunk)
-        while decompressor.unconsumed_tail and out.tell() <= max_bytes:
-            out.write(decompressor.decompress(decompressor.unconsumed_tail, max_bytes + 1 - out.tell()))
+        while data:
+            decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out.write(decompressor.decompress(data, max_bytes + 1 - out.tell()))
+            while decompressor.unconsumed_tail and out.tell() <= max_bytes:
+                out.write(decompressor.decompress(decompressor.unconsumed_tail, max_bytes + 1 - out.tell()))
+            if out.tell() > max_bytes:
+                raise DecompressionError(f"gzip body expands beyond {max_bytes} bytes")
+            if not decompressor.eof:
+                raise DecompressionError("corrupt gzip data: truncated stream")
+            data = decompressor.unused_data  # the next gzip member, if any
+            if data and not data.startswith(GZIP_MAGIC):
+                break  # trailing garbage after the last member is ignored, as gzip(1) does
     except (zlib.error, gzip.BadGzipFile) as exc:
         raise DecompressionError(f"corrupt gzip data: {exc}") from exc
-    if out.tell() > max_bytes:
-        raise DecompressionError(f"gzip body expands beyond {max_bytes} bytes")
     return out.getvalue()
 
 

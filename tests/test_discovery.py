@@ -85,6 +85,17 @@ def test_gzip_sitemap_and_gzip_bomb() -> None:
         maybe_gunzip(b"\x1f\x8b" + b"garbage" * 10)
 
 
+def test_multi_member_gzip_and_a_two_gib_bomb() -> None:
+    members = gzip.compress(b"<urlset>") + gzip.compress(b"</urlset>")
+    assert maybe_gunzip(members) == b"<urlset></urlset>"
+    member = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=1)
+    bomb = member * 32  # 2 GiB once decompressed, about 2 MB on the wire
+    with pytest.raises(DecompressionError, match="expands beyond"):
+        maybe_gunzip(bomb)
+    with pytest.raises(DecompressionError, match="truncated"):
+        maybe_gunzip(gzip.compress(b"<urlset>" * 1000)[:-20])
+
+
 def test_robots_sitemap_lines() -> None:
     robots = b"User-agent: *\nDisallow: /private/\nSitemap: https://news.example.com/sitemap.xml\nsitemap: /news.xml\n"
     assert sitemaps_from_robots(robots, "https://news.example.com/robots.txt") == [
