@@ -63,6 +63,8 @@ ITEM_PIPELINES = {
     "pipelines.store.StorePipeline": 400,
 }
 DOWNLOADER_MIDDLEWARES = {
+    # before robots.txt: a stored article is not requested again (crawler/middlewares.py)
+    "crawler.middlewares.IncrementalMiddleware": 50,
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
     "crawler.middlewares.RobotsTxtMiddleware": 100,
     # after HttpProxyMiddleware (750), so proxied targets are checked too
@@ -96,6 +98,12 @@ NEWSINGEST_STORE_WRITER = "process"
 NEWSINGEST_EXTRACT_WORKERS = os.environ.get("NEWSINGEST_EXTRACT_WORKERS", "0")
 NEWSINGEST_EXTRACT_POOL_MIN_PAGES = 50
 NEWSINGEST_EXTRACT_MAX_INFLIGHT = 0
+# Incremental crawls (crawler/middlewares.py IncrementalMiddleware): an article URL already stored
+# is not requested again, unless published less than this many days ago; then it is requested
+# with If-None-Match / If-Modified-Since, and a 304 only moves its last_seen_at.
+NEWSINGEST_INCREMENTAL = True
+NEWSINGEST_RECRAWL_WINDOW_DAYS = 3
+# Near-duplicates: see NEWSINGEST_NEAR_DUP_THRESHOLD (environment, storage/repository.py).
 
 LOG_LEVEL = os.environ.get("NEWSINGEST_LOG_LEVEL", "INFO")
 FEED_EXPORT_ENCODING = "utf-8"

@@ -12,12 +12,12 @@ spellings of one article only costs a duplicate row.
   crawler does not fetch ``?utm_source=a`` and ``?utm_source=b`` separately.
 - `url_fingerprint`: a fixed-size key for indexes.
 
-AMP and print variants (``/amp/``, ``?outputType=amp``, ``/print/``) are NOT
-rewritten here yet. That belongs in a separate step called by
-`choose_canonical` on the fetched URL before `canonicalize_url` (the declared
-canonical of an AMP page usually points at the normal page already, and is
-accepted by the rules below); `canonicalize_url` itself must stay a pure
-spelling normalization.
+- `strip_variant`: AMP and print renderings (``/amp/``, ``?amp=1``,
+  ``?outputType=amp``, ``amp.`` hosts, AMP caches, ``/print/``, ``?print=1``)
+  mapped to the article they render. `choose_canonical` applies it to both the
+  fetched and the declared URL (the declared canonical of an AMP page usually
+  points at the normal page already); `canonicalize_url` itself stays a pure
+  spelling normalization.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "choose_canonical",
     "is_tracking_param",
     "strip_tracking",
+    "strip_variant",
     "url_fingerprint",
 ]
 
@@ -148,11 +149,11 @@ def choose_canonical(fetched_url: str, declared: str | None) -> str:
     ``<link rel=canonical href="/">`` on every article would otherwise merge
     all of them into one row. Either way the result is canonicalized.
     """
-    fetched = canonicalize_url(fetched_url)
+    fetched = strip_variant(canonicalize_url(fetched_url))
     if not declared or not declared.strip():
         return fetched
     try:
-        candidate = canonicalize_url(declared, base=fetched_url)
+        candidate = strip_variant(canonicalize_url(declared, base=fetched_url))
     except ValueError:
         return fetched
     a, b = urlsplit(fetched), urlsplit(candidate)
@@ -161,6 +162,74 @@ def choose_canonical(fetched_url: str, declared: str | None) -> str:
     if _is_front_page_of(b.path, b.query, a.path):
         return fetched
     return candidate
+
+
+# Query parameters (lower-cased name -> values) that ask for an AMP or print rendering.
+_VARIANT_PARAMS: dict[str, frozenset[str]] = {
+    "amp": frozenset({"", "1", "true", "yes"}),
+    "_amp": frozenset({"", "1", "true", "yes"}),
+    "print": frozenset({"", "1", "true", "yes"}),
+    "printable": frozenset({"", "1", "true", "yes"}),
+    "outputtype": frozenset({"amp", "print"}),
+    "output": frozenset({"amp", "print"}),
+    "view": frozenset({"amp", "print"}),
+    "template": frozenset({"amp", "print"}),
+}
+# Path segments that name a rendering, not a page (removed unless they are the whole path).
+_VARIANT_SEGMENTS = frozenset({"amp", "print"})
+# AMP caches: https://example-com.cdn.ampproject.org/c/s/example.com/a -> https://example.com/a
+_AMP_CACHE_RE = re.compile(r"^/[a-z]{1,2}/(?:(s)/)?(.+)$")
+# Google's AMP viewer, after its /amp prefix: /s/example.com/a (https) or /example.com/a (http).
+_AMP_VIEWER_RE = re.compile(r"^/(?:(s)/)?(.+)$")
+
+
+def strip_variant(url: str) -> str:
+    """Map an AMP or print rendering of a canonical URL to the article's own URL.
+
+    Takes and returns a `canonicalize_url` result. Removes ``amp``/``print``
+    path segments (``/news/a-b/amp/``, ``/amp/news/a-b``, ``/print/node/1``),
+    an ``.amp`` / ``.amp.html`` suffix, and the query parameters that select a
+    rendering (``amp=1``, ``outputType=amp``, ``print=1``, ``view=print``);
+    maps an ``amp.`` host to ``www.`` and unwraps AMP cache and Google AMP
+    viewer URLs. A path that is only ``/amp/`` or ``/print/`` is kept (a
+    section or page of that name).
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc, path = parts.netloc, parts.path
+    inner = None
+    if host.endswith(".cdn.ampproject.org"):
+        inner = _AMP_CACHE_RE.match(path)
+    elif host in ("www.google.com", "google.com") and path.startswith("/amp/"):
+        inner = _AMP_VIEWER_RE.match(path[len("/amp"):])
+    if inner and "." in inner.group(2).split("/", 1)[0]:
+        target = f"{'https' if inner.group(1) else 'http'}://{inner.group(2)}"
+        try:
+            return strip_variant(canonicalize_url(target + (f"?{parts.query}" if parts.query else "")))
+        except ValueError:
+            return url
+    if host.startswith("amp.") and host.count(".") >= 2 and not _is_ip_or_local(host):
+        netloc = "www." + netloc[len("amp."):]
+    segments = path.split("/")
+    kept = [segment for segment in segments if segment.lower() not in _VARIANT_SEGMENTS]
+    if len(kept) != len(segments) and any(kept):
+        path = "/".join(kept)
+    last = path.rsplit("/", 1)
+    if last[-1].endswith(".amp.html"):
+        path = path[: -len(".amp.html")] + ".html"
+    elif last[-1].endswith(".amp") and len(last[-1]) > 4:
+        path = path[: -len(".amp")]
+    query = parts.query
+    if query:
+        params = [p for p in query.split("&")
+                  if not _is_variant_param(*p.partition("=")[::2])]
+        query = "&".join(params)
+    return urlunsplit((parts.scheme, netloc, path or "/", query, ""))
+
+
+def _is_variant_param(name: str, value: str) -> bool:
+    values = _VARIANT_PARAMS.get(unquote_plus(name).lower())
+    return values is not None and unquote_plus(value).lower() in values
 
 
 def url_fingerprint(canonical_url: str) -> str:

@@ -14,10 +14,14 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -98,7 +102,7 @@ class Article(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(ForeignKey("sources.name"), index=True)
-    url: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text, index=True)
     canonical_url: Mapped[str] = mapped_column(Text, unique=True)
     title: Mapped[str] = mapped_column(Text)
     subtitle: Mapped[str | None] = mapped_column(Text)
@@ -114,6 +118,10 @@ class Article(Base):
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("articles.id"), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # MinHash of the body (storage/signature.py) and, for a near-duplicate, its estimated
+    # Jaccard similarity to the article it was linked to (1.0 for the same text).
+    minhash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    similarity: Mapped[float | None] = mapped_column(Float)
     http_etag: Mapped[str | None] = mapped_column(Text)
     http_last_modified: Mapped[str | None] = mapped_column(Text)
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -137,6 +145,21 @@ class ArticleVersion(Base):
     body: Mapped[str] = mapped_column(Text)
     modified_at: Mapped[datetime | None]
     content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class ArticleBand(Base):
+    """The LSH index of near-duplicate signatures: one row per (band, article).
+
+    Candidates for a new article are the rows matching any of its band keys,
+    found through the primary key's index, so the cost does not grow with the table.
+    """
+
+    __tablename__ = "article_bands"
+    __table_args__ = (PrimaryKeyConstraint("band_no", "band_hash", "article_id"),)
+
+    band_no: Mapped[int] = mapped_column(SmallInteger)
+    band_hash: Mapped[int] = mapped_column(BigInteger)
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"), index=True)
 
 
 class CrawlRun(Base):

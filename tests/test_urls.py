@@ -18,6 +18,7 @@ from crawler.urls import (
     choose_canonical,
     is_tracking_param,
     strip_tracking,
+    strip_variant,
     url_fingerprint,
 )
 
@@ -195,6 +196,80 @@ CHOOSE = [
 @pytest.mark.parametrize(("fetched", "declared", "expected"), CHOOSE)
 def test_choose_canonical(fetched: str, declared: str | None, expected: str) -> None:
     assert choose_canonical(fetched, declared) == expected
+
+
+# (fetched AMP / print rendering, the article's identity) with no usable declaration
+VARIANTS = [
+    # AMP: path segment, suffix, query, host, caches
+    ("https://www.example.com/news/2024/05/01/a-b/amp/", "https://www.example.com/news/2024/05/01/a-b/"),
+    ("https://www.example.com/news/a-b-c/amp", "https://www.example.com/news/a-b-c"),
+    ("https://www.example.com/AMP/news/a-b", "https://www.example.com/news/a-b"),
+    ("https://www.bbc.co.uk/news/amp/uk-123", "https://www.bbc.co.uk/news/uk-123"),
+    ("https://www.bbc.com/news/uk-123.amp", "https://www.bbc.com/news/uk-123"),
+    ("https://www.example.com/2024/05/01/story.amp.html", "https://www.example.com/2024/05/01/story.html"),
+    ("https://www.example.com/news/a-b?amp=1", "https://www.example.com/news/a-b"),
+    ("https://www.example.com/news/a-b?amp", "https://www.example.com/news/a-b"),
+    ("https://www.example.com/news/a-b?_amp=true&page=2", "https://www.example.com/news/a-b?page=2"),
+    ("https://www.washingtonpost.com/politics/2024/05/01/a-b/?outputType=amp",
+     "https://www.washingtonpost.com/politics/2024/05/01/a-b/"),
+    ("https://amp.theguardian.com/world/2024/may/01/a-b", "https://www.theguardian.com/world/2024/may/01/a-b"),
+    ("https://amp.example.com/news/a-b/amp/?utm_source=x", "https://www.example.com/news/a-b/"),
+    ("https://www-example-com.cdn.ampproject.org/c/s/www.example.com/news/a-b/amp/",
+     "https://www.example.com/news/a-b/"),
+    ("https://www-example-com.cdn.ampproject.org/v/s/www.example.com/news/a-b?amp_js_v=0.1&usqp=mq331AQ&amp=1",
+     "https://www.example.com/news/a-b?amp_js_v=0.1&usqp=mq331AQ"),
+    ("https://www.google.com/amp/s/www.example.com/news/a-b.amp", "https://www.example.com/news/a-b"),
+    # print renderings
+    ("https://www.example.com/news/a-b/print/", "https://www.example.com/news/a-b/"),
+    ("https://www.example.com/print/node/12345", "https://www.example.com/node/12345"),
+    ("https://www.example.com/news/a-b?print=1", "https://www.example.com/news/a-b"),
+    ("https://www.example.com/news/a-b/?print=true&id=4", "https://www.example.com/news/a-b/?id=4"),
+    ("https://www.example.com/news/a-b?view=print", "https://www.example.com/news/a-b"),
+    ("https://www.example.com/news/a-b?outputType=print&utm_medium=email", "https://www.example.com/news/a-b"),
+    # not renderings: kept
+    ("https://www.example.com/amp/", "https://www.example.com/amp/"),
+    ("https://www.example.com/print", "https://www.example.com/print"),
+    ("https://www.example.com/news/amplifier-review", "https://www.example.com/news/amplifier-review"),
+    ("https://www.example.com/news/print-edition-ends-2024", "https://www.example.com/news/print-edition-ends-2024"),
+    ("https://www.example.com/news/a-b?view=gallery&amp=0", "https://www.example.com/news/a-b?amp=0&view=gallery"),
+    ("https://www.example.com/news/a-b?output=json", "https://www.example.com/news/a-b?output=json"),
+    ("https://amp.dev/documentation/", "https://amp.dev/documentation/"),
+    ("http://amp.localhost:8000/a", "http://amp.localhost:8000/a"),
+]
+
+
+@pytest.mark.parametrize(("fetched", "expected"), VARIANTS)
+def test_amp_and_print_variants_resolve_to_the_article(fetched: str, expected: str) -> None:
+    assert choose_canonical(fetched, None) == expected
+    assert strip_variant(expected) == expected  # the result is not itself a variant
+
+
+# One article, every spelling it is met under (after redirects): all resolve to one identity.
+ONE_ARTICLE = "https://www.example.com/world/2024/05/01/flood-warning-a000123/"
+SPELLINGS = [
+    (ONE_ARTICLE, None),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/?utm_source=rss&utm_medium=feed", None),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/?ref=mostread", None),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/#comments", None),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/index.html", None),
+    ("HTTPS://WWW.EXAMPLE.COM:443/world/2024/05/01/flood-warning-a000123/", None),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/amp/", None),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/?amp=1", None),
+    ("https://amp.example.com/world/2024/05/01/flood-warning-a000123/", None),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/print/", None),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/?print=1&fbclid=x", None),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/?outputType=amp", None),
+    # declared canonical / og:url of a renamed or syndicated copy on the same site
+    ("https://www.example.com/world/2024/05/02/flood-warning-updated-a000123/", ONE_ARTICLE),
+    ("https://m.example.com/world/2024/05/01/flood-warning-a000123", ONE_ARTICLE),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123", ONE_ARTICLE),  # slashless, 301 target
+    ("https://www.example.com/amp/s/123", "/world/2024/05/01/flood-warning-a000123/?amp=1"),
+]
+
+
+@pytest.mark.parametrize(("fetched", "declared"), SPELLINGS)
+def test_every_spelling_of_an_article_has_one_identity(fetched: str, declared: str | None) -> None:
+    assert choose_canonical(fetched, declared) == ONE_ARTICLE
 
 
 # (before request, after strip_tracking): nothing but tracking and the fragment changes

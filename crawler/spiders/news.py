@@ -22,6 +22,7 @@ from scrapy.linkextractors import IGNORED_EXTENSIONS, LinkExtractor
 
 from crawler.discovery import DecompressionError, maybe_gunzip, parse_listing, sitemaps_from_robots
 from crawler.extract_pool import RawPage
+from crawler.middlewares import PAGE_KIND, NotModified, SeenRequest
 from crawler.netguard import allow_private_networks_in_process
 from crawler.sources import Source, load_source, resolve_sources_path
 from crawler.urls import strip_tracking
@@ -84,7 +85,7 @@ class NewsSpider(scrapy.Spider):
                           meta={"newsingest_kind": "sitemap"})
         for url in source.start_urls:
             yield Request(url, callback=self.parse_page, errback=self.on_error, priority=0,
-                          meta={"follow_depth": 0})
+                          meta={"follow_depth": 0, "newsingest_kind": "start"})
 
     # -- discovery documents ----------------------------------------------------------
 
@@ -117,7 +118,7 @@ class NewsSpider(scrapy.Spider):
                               meta={"newsingest_kind": "sitemap"})
                 continue
             stats.inc_value(f"newsingest/discovered/{kind}")
-            meta: dict[str, Any] = {"follow_depth": max_depth}
+            meta: dict[str, Any] = {"follow_depth": max_depth, "newsingest_kind": PAGE_KIND}
             if entry.news_publication_date:
                 # A news sitemap's timestamp has the seconds a visible dateline lacks.
                 meta["newsingest_hints"] = {"published_at": entry.news_publication_date}
@@ -165,10 +166,12 @@ class NewsSpider(scrapy.Spider):
             # Pagination of a listing stays at the listing's depth.
             hop = 0 if link.url in next_pages else 1
             yield Request(url, callback=self.parse_page, errback=self.on_error,
-                          meta={"follow_depth": depth + hop})
+                          meta={"follow_depth": depth + hop, "newsingest_kind": PAGE_KIND})
 
     def on_error(self, failure: Any) -> None:
         """Count fetch failures per kind; Scrapy already logged the details."""
+        if failure.check(SeenRequest, NotModified):
+            return  # counted by the incremental middleware (newsingest/skipped/seen, newsingest/not_modified)
         request = getattr(failure, "request", None)
         kind = failure.type.__name__ if getattr(failure, "type", None) else "unknown"
         self.crawler.stats.inc_value(f"newsingest/fetch_failed/{kind}")
