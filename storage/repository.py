@@ -17,15 +17,32 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
 from storage.db import get_engine, resolve_database_url, session_factory
 from storage.migrate import ensure_schema
-from storage.models import Article, ArticleVersion, CrawlRun, Source, SourceLease, utcnow
+from storage.models import Article, ArticleBand, ArticleVersion, CrawlRun, Source, SourceLease, utcnow
+from storage.signature import band_hashes, minhash, similarity
 
 logger = logging.getLogger(__name__)
+
+#: Estimated Jaccard similarity of word 5-shingles at or above which a new article under another
+#: canonical URL is linked to an existing story (``NEWSINGEST_NEAR_DUP_THRESHOLD``).
+DEFAULT_NEAR_DUP_THRESHOLD = 0.7
+
+
+def env_near_dup_threshold() -> float:
+    """The threshold from ``NEWSINGEST_NEAR_DUP_THRESHOLD``, else the default."""
+    raw = os.environ.get("NEWSINGEST_NEAR_DUP_THRESHOLD")
+    if not raw:
+        return DEFAULT_NEAR_DUP_THRESHOLD
+    value = float(raw)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"NEWSINGEST_NEAR_DUP_THRESHOLD must be in (0, 1], not {raw!r}")
+    return value
+
 
 #: Columns an article record may carry (besides identity and bookkeeping).
 CONTENT_COLUMNS = (
@@ -42,6 +59,17 @@ CONTENT_COLUMNS = (
     "image_url",
     "site_name",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class SeenArticle:
+    """What a recrawl needs to know about a stored article before requesting it again."""
+
+    canonical_url: str
+    published_at: datetime | None
+    first_seen_at: datetime
+    etag: str | None
+    last_modified: str | None
 
 
 @dataclass(slots=True)
@@ -66,10 +94,13 @@ class StoreResult:
 class Repository:
     """Reads and writes of the public schema for one database."""
 
-    def __init__(self, engine: Engine, *, retries: int = 5, retry_backoff: float = 0.5) -> None:
+    def __init__(self, engine: Engine, *, retry_seconds: float = 120.0, retry_backoff: float = 0.5,
+                 near_dup_threshold: float | None = None) -> None:
         self.engine = engine
+        self.near_dup_threshold = (near_dup_threshold if near_dup_threshold is not None
+                                   else env_near_dup_threshold())
         self.sessions = session_factory(engine)
-        self.retries = retries
+        self.retry_seconds = retry_seconds  # how long a batch waits for the database to come back
         self.retry_backoff = retry_backoff
 
     # -- sources ---------------------------------------------------------------
@@ -97,19 +128,21 @@ class Repository:
         `fetched_at`. Retries the whole batch on a lost connection.
         """
         delay = self.retry_backoff
-        for attempt in range(1, self.retries + 2):
+        give_up_at = time.monotonic() + self.retry_seconds
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 result = self._upsert_batch(records, run_id)
                 result.attempts = attempt
                 return result
             except DBAPIError as exc:
-                if not _is_transient(exc) or attempt > self.retries:
+                if not _is_transient(exc) or time.monotonic() + delay > give_up_at:
                     raise
                 logger.warning("database unavailable (%s); retrying batch of %d in %.1fs",
                                _one_line(exc), len(records), delay)
                 time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        raise AssertionError("unreachable")
+                delay = min(delay * 2, 5.0)
 
     def _upsert_batch(self, records: Sequence[Mapping[str, Any]], run_id: int | None) -> StoreResult:
         result = StoreResult()
@@ -168,8 +201,11 @@ class Repository:
     def _insert(self, session: Session, record: Mapping[str, Any], run_id: int | None,
                 now: datetime) -> Article:
         content_hash = record["content_hash"]
-        root = session.scalars(select(Article).where(
-            Article.content_hash == content_hash, Article.duplicate_of.is_(None)).order_by(Article.id).limit(1)).first()
+        signature = record.get("minhash") or minhash(record["body"] or "")
+        match, sim = self._find_group(session, content_hash, signature)
+        root = None
+        if match is not None:
+            root = match if match.duplicate_of is None else session.get(Article, match.duplicate_of)
         published = record.get("published_at")
         # The group's original is the earliest published copy, whatever order they were crawled in.
         becomes_root = (root is not None and published is not None and root.published_at is not None
@@ -180,6 +216,8 @@ class Repository:
             canonical_url=record["canonical_url"],
             content_hash=content_hash,
             duplicate_of=duplicate_of,
+            similarity=sim if root is not None and not becomes_root else None,
+            minhash=signature,
             version=1,
             http_etag=record.get("etag"),
             http_last_modified=record.get("last_modified"),
@@ -192,11 +230,45 @@ class Repository:
         session.add(article)
         session.flush()
         session.add(_version_of(article, record.get("fetched_at") or now))
-        if becomes_root:
-            session.execute(update(Article).where(Article.content_hash == content_hash, Article.id != article.id)
+        self._index_bands(session, article.id, signature)
+        if becomes_root and root is not None:
+            # The old original and its copies now point at the new, earlier one.
+            session.execute(update(Article).where(Article.duplicate_of == root.id)
                             .values(duplicate_of=article.id), execution_options={"synchronize_session": "fetch"})
+            session.execute(update(Article).where(Article.id == root.id)
+                            .values(duplicate_of=article.id, similarity=sim),
+                            execution_options={"synchronize_session": "fetch"})
         session.flush()
         return article
+
+    def _find_group(self, session: Session, content_hash: str,
+                    signature: bytes) -> tuple[Article | None, float | None]:
+        """The stored article a new text belongs with, and its similarity: the same text (1.0),
+        else the most similar near-duplicate at or above the threshold, found through the bands."""
+        same = session.scalars(select(Article).where(Article.content_hash == content_hash)
+                               .order_by(Article.duplicate_of.is_not(None), Article.id).limit(1)).first()
+        if same is not None:
+            return same, 1.0
+        keys = band_hashes(signature)
+        ids = session.scalars(select(ArticleBand.article_id).where(or_(*(
+            and_(ArticleBand.band_no == band, ArticleBand.band_hash == key) for band, key in enumerate(keys)
+        ))).distinct()).all()
+        best: tuple[float, int] | None = None
+        if ids:
+            for article_id, other in session.execute(select(Article.id, Article.minhash).where(
+                    Article.id.in_(ids), Article.minhash.is_not(None))):
+                sim = similarity(signature, other)
+                if sim >= self.near_dup_threshold and (best is None or (sim, -article_id) > (best[0], -best[1])):
+                    best = (sim, article_id)
+        if best is None:
+            return None, None
+        return session.get(Article, best[1]), best[0]
+
+    @staticmethod
+    def _index_bands(session: Session, article_id: int, signature: bytes) -> None:
+        session.execute(insert(ArticleBand), [
+            {"band_no": band, "band_hash": key, "article_id": article_id}
+            for band, key in enumerate(band_hashes(signature))])
 
     def _update(self, session: Session, article: Article, record: Mapping[str, Any],
                 run_id: int | None, now: datetime) -> bool:
@@ -214,6 +286,11 @@ class Repository:
             return False
         for col in CONTENT_COLUMNS:
             setattr(article, col, _column_value(record, col))
+        if article.content_hash != record["content_hash"]:
+            # A new text: a new signature and bands (the story group is kept as it is).
+            article.minhash = record.get("minhash") or minhash(record["body"] or "")
+            session.execute(delete(ArticleBand).where(ArticleBand.article_id == article.id))
+            self._index_bands(session, article.id, article.minhash)
         article.content_hash = record["content_hash"]
         article.version += 1
         article.updated_at = now
@@ -223,6 +300,42 @@ class Repository:
         session.add(_version_of(article, record.get("fetched_at") or now))
         session.flush()
         return True
+
+    # -- incremental crawls ------------------------------------------------------
+
+    def validators_for(self, urls: Sequence[str]) -> dict[str, SeenArticle]:
+        """Stored articles whose canonical or last fetched URL is one of `urls`, keyed by that URL.
+
+        Two indexed lookups (``canonical_url`` unique, ``url`` indexed), so the cost of a
+        check does not depend on the size of the table.
+        """
+        wanted = list(dict.fromkeys(urls))
+        if not wanted:
+            return {}
+        columns = (Article.canonical_url, Article.url, Article.published_at, Article.first_seen_at,
+                   Article.http_etag, Article.http_last_modified)
+        found: dict[str, SeenArticle] = {}
+        with self.sessions() as session:
+            for column in (Article.canonical_url, Article.url):
+                for canonical, url, published, first_seen, etag, last_modified in session.execute(
+                        select(*columns).where(column.in_(wanted))):
+                    seen = SeenArticle(canonical, published, first_seen, etag, last_modified)
+                    for key in (canonical, url):
+                        if key in wanted:
+                            found.setdefault(key, seen)
+        return found
+
+    def touch_seen(self, canonical_urls: Sequence[str], run_id: int | None = None) -> int:
+        """Fetched again and unchanged (HTTP 304): move only `last_seen_at` (and the run). Batched."""
+        urls = list(dict.fromkeys(canonical_urls))
+        if not urls:
+            return 0
+        values: dict[str, Any] = {"last_seen_at": utcnow()}
+        if run_id is not None:
+            values["last_run_id"] = run_id
+        with self.sessions.begin() as session:
+            return session.execute(update(Article).where(Article.canonical_url.in_(urls)).values(**values),
+                                   execution_options={"synchronize_session": False}).rowcount
 
     def count_articles(self, source: str | None = None) -> int:
         with self.sessions() as session:
