@@ -22,7 +22,6 @@ Settings:
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from typing import Any
@@ -30,13 +29,12 @@ from typing import Any
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
 from scrapy.utils.defer import maybe_deferred_to_future
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredSemaphore
-from twisted.python.failure import Failure
+from twisted.internet.defer import DeferredSemaphore
 
 from crawler.extract_pool import ARTICLE, ERROR, ExtractPool, PageResult, RawPage, process_page, resolve_workers
 from crawler.items import ArticleItem
 from crawler.sources import Source
+from pipelines.futures import deferred_from_future
 
 logger = logging.getLogger(__name__)
 
@@ -63,21 +61,6 @@ def article_item(source: Source, page: RawPage, fields: dict[str, Any]) -> Artic
         etag=page.etag,
         last_modified=page.last_modified,
     )
-
-
-def _as_deferred(future: Future[PageResult]) -> Deferred[PageResult]:
-    """A Deferred fired on the reactor thread when the pool's future completes."""
-    deferred: Deferred[PageResult] = Deferred()
-
-    def fire(fut: Future[PageResult]) -> None:
-        exc = fut.exception()
-        if exc is not None:
-            deferred.errback(Failure(exc))
-        else:
-            deferred.callback(fut.result())
-
-    future.add_done_callback(lambda fut: reactor.callFromThread(fire, fut))
-    return deferred
 
 
 class ExtractPipeline:
@@ -140,8 +123,8 @@ class ExtractPipeline:
         await maybe_deferred_to_future(self.inflight.acquire())
         try:
             try:
-                return await maybe_deferred_to_future(_as_deferred(pool.submit(page.url, page.body, page.content_type,
-                                                                               page.meta.get("hints"))))
+                future = pool.submit(page.url, page.body, page.content_type, page.meta.get("hints"))
+                return await maybe_deferred_to_future(deferred_from_future(future))
             except BrokenProcessPool:
                 logger.error("the extraction pool broke (a worker died); extracting inline from now on")
                 self.stats.inc_value("newsingest/extract/pool_broken")

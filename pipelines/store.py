@@ -17,7 +17,7 @@ import contextlib
 import logging
 import multiprocessing
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from itemadapter import ItemAdapter
@@ -26,9 +26,9 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from pipelines.futures import deferred_from_future
 from storage.repository import CONTENT_COLUMNS, Repository, StoreResult, open_repository
 
 logger = logging.getLogger(__name__)
@@ -56,20 +56,6 @@ def _write_batch(batch: list[dict[str, Any]], run_id: int | None) -> StoreResult
         return _writer_repository.upsert_articles(batch, run_id)
     except Exception as exc:
         raise StoreError(f"{type(exc).__name__}: {exc}") from None
-
-
-def _future_deferred(future: Future[Any]) -> Deferred[Any]:
-    deferred: Deferred[Any] = Deferred()
-
-    def fire(fut: Future[Any]) -> None:
-        exc = fut.exception()
-        if exc is not None:
-            deferred.errback(Failure(exc))
-        else:
-            deferred.callback(fut.result())
-
-    future.add_done_callback(lambda fut: reactor.callFromThread(fire, fut))
-    return deferred
 
 
 def to_record(item: Any) -> dict[str, Any]:
@@ -167,7 +153,7 @@ class StorePipeline:
         batch, self.buffer = self.buffer, []
         run_id = self.stats.get_value("newsingest/run_id")
         if self.process is not None:
-            deferred = _future_deferred(self.process.submit(_write_batch, batch, run_id))
+            deferred = deferred_from_future(self.process.submit(_write_batch, batch, run_id))
         else:
             deferred = deferToThreadPool(reactor, self.pool, self.repository.upsert_articles, batch, run_id)
         deferred.addCallbacks(self._stored, self._batch_failed, errbackArgs=(batch,))
