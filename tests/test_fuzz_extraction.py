@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,7 @@ FRAGMENTS = ['{"@type": "NewsArticle", "headline": "H", "datePublished": "2025-0
              "By Ana Lima and", "See also", "Read more:", "February 30, 2025", "&nbsp;&amp;&#0;&#xD800;", "\x00",
              "\u202e", "Ω≈ç√", "<!--", "]]>", "<![CDATA[", "\ufeff"]
 
-settings.register_profile("ci", max_examples=150, deadline=None,
+settings.register_profile("ci", max_examples=int(os.environ.get("NEWSINGEST_FUZZ_EXAMPLES", "150")), deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile("ci")
 

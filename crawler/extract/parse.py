@@ -60,10 +60,14 @@ def decode_html(data: str | bytes, encoding: str | None = None) -> str:
     return data.decode("cp1252", errors="replace")
 
 
+_NOT_XML_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def parse_html(data: str | bytes, encoding: str | None = None) -> HtmlElement:
     """The page's tree (an empty ``<html>`` for empty or unparsable input)."""
     text = _XML_DECL.sub("", decode_html(data, encoding), count=1)
-    text = text.replace("\x00", "")
+    # Characters XML cannot hold: lxml keeps some in text nodes, then refuses them on write.
+    text = _NOT_XML_CHARS.sub("", text)
     if not text.strip():
         return lxml.html.document_fromstring("<html><body></body></html>")
     try:
