@@ -11,16 +11,16 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import brotli
 import pytest
+from loopback import serve
 
 from crawler.demo.run import write_sources_file
 from storage.db import create_db_engine, session_factory
@@ -127,15 +127,8 @@ class Hostile(BaseHTTPRequestHandler):
 def hostile_site() -> Iterator[str]:
     Hostile.bombs = _bombs()
     Hostile.hits = Counter()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Hostile) as base_url:
+        yield base_url
 
 
 def test_hostile_pages_end_in_counted_outcomes(hostile_site: str, tmp_path: Path) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from loopback import serve
 
 from crawler.demo.run import write_sources_file
 
@@ -44,14 +44,8 @@ class SlowRobotsSite(BaseHTTPRequestHandler):
 @pytest.fixture
 def slow_robots_site() -> Iterator[str]:
     SlowRobotsSite.hits = Counter()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowRobotsSite)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(SlowRobotsSite) as base_url:
+        yield base_url
 
 
 def test_concurrent_requests_waiting_for_robots_all_obey_it(slow_robots_site: str, tmp_path: Path) -> None:
