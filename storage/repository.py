@@ -275,6 +275,11 @@ class Repository:
         """Return True when the text changed (a new version was written)."""
         article.last_seen_at = now
         article.last_run_id = run_id
+        if article.url == article.canonical_url and record.get("url") != record["canonical_url"]:
+            # The row's text came from the canonical page itself; another page that declares it
+            # canonical (a syndicated or AMP copy) must not overwrite it, or its validators.
+            session.flush()
+            return False
         if record.get("etag"):
             article.http_etag = record["etag"]
         if record.get("last_modified"):

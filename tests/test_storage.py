@@ -83,6 +83,22 @@ def test_upsert_is_idempotent_and_versions_changes(repo: Repository) -> None:
         assert versions[0].body.startswith("First paragraph")
 
 
+def test_a_page_declaring_another_canonical_does_not_overwrite_it(repo: Repository) -> None:
+    original = record("https://example.com/original/", body="The original text.", etag='"v1"')
+    repo.upsert_articles([original])
+    copy = {**record("https://example.com/original/", body="An edited copy.", etag='"copy"', title="Edited headline"),
+            "url": "https://example.com/copy/"}
+    result = repo.upsert_articles([copy])
+    assert (result.updated, result.unchanged) == (0, 1)
+    with repo.sessions() as session:
+        article = session.scalar(select(Article))
+        assert article is not None
+        assert (article.body, article.title, article.version, article.http_etag) == (
+            "The original text.", "A headline", 1, '"v1"')
+    # the canonical page itself still updates its row
+    assert repo.upsert_articles([record("https://example.com/original/", body="Corrected.")]).updated == 1
+
+
 def test_timestamps_come_back_as_utc(repo: Repository) -> None:
     repo.upsert_articles([record("https://example.com/t/")])
     with repo.sessions() as session:
