@@ -83,7 +83,15 @@ def run_crawl(source_name: str, *, sources_file: str | None, database_url: str |
     process.crawl(crawler, source=source_name, sources_file=str(sources_path))
     process.start()
     status = crawler.stats.get_value("newsingest/run_status") if crawler.stats else None
-    if status == "succeeded":
+    code = EXIT_OK if status == "succeeded" else EXIT_FAILED
+    run = crawler.stats.get_value("newsingest/run_id") if crawler.stats else None
+    if run is not None:
+        # The crawl records its own exit code: a supervisor stopped meanwhile must not leave it empty.
+        try:
+            open_repository(url).set_exit_code(run, code)
+        except Exception as exc:  # the run record already says how the crawl ended
+            print(f"newsingest: could not record the exit code of run {run}: {exc}", file=sys.stderr)
+    if code == EXIT_OK:
         return EXIT_OK
     return _fail(f"crawl of {source_name} {status or 'did not complete'}; see `newsingest runs`", EXIT_FAILED)
 

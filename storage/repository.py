@@ -408,6 +408,11 @@ class Repository:
             ).values(hostname=socket.gethostname(), pid=os.getpid()))
             return result.rowcount == 1
 
+    def set_exit_code(self, run_id: int, exit_code: int) -> None:
+        """The crawl process's own exit code, written by the crawl just before it exits."""
+        with self.sessions.begin() as session:
+            session.execute(update(CrawlRun).where(CrawlRun.id == run_id).values(exit_code=exit_code))
+
     def record_exit(self, run_id: int, *, exit_code: int | None, status_if_open: str,
                     force_status: str | None = None, note: str | None = None,
                     output_tail: str | None = None) -> CrawlRun:

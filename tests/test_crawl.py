@@ -182,7 +182,13 @@ def test_killed_crawl_rerun_stores_every_article_exactly_once(site, db_url: str)
     finally:
         if proc.poll() is None:
             proc.kill()
-    partial = len(rows(db_url))
+    # The store's writer process may still commit the batch it had in hand: wait until the count settles.
+    partial, settled_at = len(rows(db_url)), time.monotonic()
+    while time.monotonic() - settled_at < 2.0:
+        time.sleep(0.25)
+        now = len(rows(db_url))
+        if now != partial:
+            partial, settled_at = now, time.monotonic()
     assert 6 <= partial < len(expected_articles(manifest)), "killed mid-way"
 
     result = newsingest("crawl", "demo", "--sources", str(sources), "--db", db_url, *FAST)
