@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localsite import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # The settings every crawler gets (baselines and newsingest alike).
@@ -161,12 +163,6 @@ def measure(name: str, cmd: list[str], env: dict[str, str], log_path: Path) -> R
 
 
 # -- the site -------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def port_free(port: int) -> bool:

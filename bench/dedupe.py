@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from sqlalchemy import func, insert, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from localsite import crawl_source, free_port, serve_newssite  # noqa: E402
+
 from crawler.demo.run import write_sources_file  # noqa: E402
 from crawler.urls import choose_canonical  # noqa: E402
 from pipelines.dedupe import content_hash  # noqa: E402
@@ -49,34 +50,9 @@ from storage.repository import Repository  # noqa: E402
 from storage.signature import NUM_PERM, band_hashes, minhash  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def identity(a: dict) -> str:
     """The row a manifest article must land in: its declared canonical when it names another page."""
     return a["canonical_declared"] or a["url"]
-
-
-def crawl(sources: Path, db_url: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "crawler.cli", "crawl", "herald", "--sources", str(sources),
-                             "--db", db_url, "-s", "LOG_LEVEL=WARNING"], cwd=ROOT, text=True, capture_output=True)
-    return result, time.perf_counter() - started
-
-
-def serve(out: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen([sys.executable, "-m", "newssite", "serve", str(out), "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return server
-        time.sleep(0.1)
-    raise RuntimeError("newssite server did not start")
 
 
 def build(out: Path, args: argparse.Namespace, port: int, now: str, epoch: int, env: dict[str, str]) -> dict:
@@ -221,9 +197,9 @@ def main() -> int:
             "site_name": "The Loopback Herald", "allowed_domains": ["127.0.0.1"], "allow_private_networks": True,
             "feeds": [f"{manifest['base_url']}/rss.xml"], "sitemaps": [f"{manifest['base_url']}/sitemap.xml"],
             "start_urls": [f"{manifest['base_url']}/"], "settings": {"AUTOTHROTTLE_ENABLED": False}}})
-        server = serve(out, port, env)
+        server = serve_newssite(out, port, env)
         try:
-            first, elapsed = crawl(sources, db_url)
+            first, elapsed = crawl_source(sources, "herald", db_url)
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -235,9 +211,9 @@ def main() -> int:
         quality = url_and_near_dup_report(manifest, rows)
 
         manifest2 = build(out, args, port, now, 2, env)
-        server = serve(out, port, env)
+        server = serve_newssite(out, port, env)
         try:
-            second, elapsed = crawl(sources, db_url)
+            second, elapsed = crawl_source(sources, "herald", db_url)
         finally:
             server.terminate()
             server.wait(timeout=10)

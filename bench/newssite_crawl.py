@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -27,15 +25,11 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from localsite import crawl_source, free_port, serve_newssite  # noqa: E402
+
 from crawler.demo.run import write_sources_file  # noqa: E402
 from storage.db import create_db_engine, session_factory  # noqa: E402
 from storage.models import Article, CrawlRun  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def expected_rows(manifest: dict) -> dict[str, dict]:
@@ -66,20 +60,14 @@ def main() -> int:
                         "--seed", args.seed, "--port", str(port)], env=env, check=True, stdout=subprocess.DEVNULL)
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
         base = manifest["base_url"]
-        server = subprocess.Popen([sys.executable, "-m", "newssite", "serve", str(out), "--port", str(port)],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = serve_newssite(out, port, env)
         try:
-            time.sleep(1.0)
             db_url = args.db or f"sqlite:///{tmp}/news.db"
             sources = write_sources_file(Path(tmp) / "sources.toml", {"herald": {
                 "site_name": "The Loopback Herald", "allowed_domains": ["127.0.0.1"], "allow_private_networks": True,
                 "feeds": [f"{base}/rss.xml"], "sitemaps": [f"{base}/sitemap.xml"], "start_urls": [f"{base}/"],
                 "settings": {"AUTOTHROTTLE_ENABLED": False}}})
-            started = time.perf_counter()
-            crawl = subprocess.run([sys.executable, "-m", "crawler.cli", "crawl", "herald", "--sources", str(sources),
-                                    "--db", db_url, "-s", "LOG_LEVEL=WARNING"], cwd=ROOT, text=True,
-                                   capture_output=True)
-            elapsed = time.perf_counter() - started
+            crawl, elapsed = crawl_source(sources, "herald", db_url)
         finally:
             server.terminate()
             server.wait(timeout=10)
