@@ -12,9 +12,11 @@ accuracy (day) and median ms/page.
 "newsingest" is the crawler's path: ``extract_page`` on the raw bytes (it does its
 own decoding, as for a response without a charset header), ``assume_article=True``.
 The day compared is ``Page.published_day``: the publication day in the publisher's
-calendar (``published_at`` in its own zone, or the URL's date when the instant is
-within a day of it: an evening article in New York stamped in UTC is still that
-day's article).
+calendar (the date of ``published_at`` when it is stated in the publisher's own offset;
+for a UTC instant the URL's date when within a day of it, or the day a dateline shows:
+an evening article in New York stamped in UTC is still that day's article). The stored
+``published_at`` is the instant itself. ``--errors`` lists the pages we get wrong with
+the signals that chose our date.
 """
 
 from __future__ import annotations
@@ -40,8 +42,14 @@ DEFAULT_SCORER = ROOT.parent / "shared" / "bench" / "score_dates.py"
 GOAL_ACCURACY = 0.95
 
 
+SOURCES: dict[str, str] = {}  # url -> the date signals of our last run (why we chose that date)
+
+
 def ours(raw: bytes, url: str) -> str | None:
-    return extract_page(raw, url, assume_article=True).published_day
+    page = extract_page(raw, url, assume_article=True)
+    SOURCES[url] = ",".join(s.removeprefix("date:") for s in page.signals if s.startswith("date:")) or (
+        "declared" if page.fields["published_at"] is not None else "none")
+    return page.published_day
 
 
 def htmldate_original(raw: bytes, url: str) -> str | None:
@@ -125,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             for key in sorted(truth):
                 got = preds_by["newsingest"][key]["date"]
                 if got != truth[key]["date"]:
-                    print(f"  {key[:12]} want {truth[key]['date']} got {got} htmldate {other.get(key, {}).get('date')}"
-                          f"  {truth[key]['url'][:110]}")
+                    url = truth[key]["url"]
+                    print(f"  {key[:12]} want {truth[key]['date']} got {got} ({SOURCES.get(url, '?')}) htmldate "
+                          f"{other.get(key, {}).get('date')}  {url[:100]}")
     return 0 if ok else 1
 
 

@@ -21,10 +21,17 @@ from lxml.html import HtmlElement
 from crawler.extract import markup
 from crawler.extract.body import blocks_text, extract_body, find_container
 from crawler.extract.dates import (
+    ShownDate,
+    ensure_aware,
+    headline_anchor,
+    labelled_dates,
     parse_any,
+    parse_hint,
     prefer_shown,
     publication_day,
+    refine_with_hints,
     resolve_published,
+    shown_dates,
     shown_in,
     url_date,
 )
@@ -130,26 +137,6 @@ def _pick_date(candidates: list[datetime | None]) -> datetime | None:
     return top.replace(tzinfo=UTC)
 
 
-def _refine_with_hint(published: datetime | None, hint: Any, signals: list[str]) -> datetime | None:
-    """Take a sitemap/feed timestamp's seconds (or time) when the page's date agrees with it."""
-    value = hint if isinstance(hint, datetime) else parse_any(str(hint))
-    if value is None or value.tzinfo is None:
-        return published
-    if published is None:
-        signals.append("date:hint")
-        return value
-    if published.tzinfo is None:
-        return published
-    if published.second == 0 and published.microsecond == 0:
-        same_minute = published == value.replace(second=0, microsecond=0)
-        day_only = published.time() == datetime.min.time() and published.date() in (
-            value.date(), value.astimezone(published.tzinfo).date())
-        if same_minute or day_only:
-            signals.append("date:hint-precision")
-            return value
-    return published
-
-
 # -- classification ---------------------------------------------------------------------
 
 
@@ -216,11 +203,14 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
     in a page, a benchmark); classification is still recorded in ``signals`` but the body
     is always extracted.
 
-    ``hints``: what the crawler learnt about the URL before fetching it, e.g.
-    ``{"published_at": <news-sitemap publication_date or feed pubDate>}`` (a datetime or
-    a string). A hint never overrides the page: it only adds the precision the page
-    lacks, when the page's own date agrees with it (same minute for a minute-precision
-    date, same day for a day-only date), or stands in when the page has no date.
+    ``hints``: what the crawler learnt about the URL besides the page, e.g.
+    ``{"published_at": <news-sitemap publication_date or feed pubDate>, "modified_at": <sitemap
+    lastmod or the HTTP Last-Modified header>}`` (datetimes or strings: ISO 8601, RFC 2822).
+    A hint never overrides the page: it only adds the precision the page lacks, when the
+    page's own date agrees with it (same minute for a minute-precision date, same day for a
+    day-only date); a ``published_at`` hint stands in when the page has no date. See
+    ``crawler.extract.dates.refine_with_hints``. ``{"fetched_at": …}``: no publication date
+    after it (default: now) is believed.
     """
     tree = parse_html(html, encoding)
     signals: list[str] = []
@@ -274,7 +264,10 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
         meta_first(data, "datepublished", "pubdate", "publishdate", "publish-date", "date", "dc.date",
                    "dc.date.issued", "dcterms.created", "dcterms.issued", "parsely-pub-date", "sailthru.date",
                    "article.published", "cxenseparse:recs:publishtime"))]
-    declared = [parse_any(ld_text(art.get("datePublished"))), *meta_pub, parse_any(ld_text(art.get("dateCreated")))]
+    ld_pub = parse_any(ld_text(art.get("datePublished")))
+    # microdata only matters without JSON-LD/article:published_time (and costs a whole-tree scan)
+    micro_pub = None if (ld_pub or meta_pub[0] or meta_pub[1]) else _microdata_published(tree)
+    declared = [ld_pub, *meta_pub, micro_pub, parse_any(ld_text(art.get("dateCreated")))]
     # a naive declared date borrows the zone of a markup date with the same wall time
     declared_pub = _pick_date([*declared, time_pub, vis_pub]) if any(declared) else None
     markup_pubs = [_pick_date([c]) for c in (time_pub, vis_pub) if c is not None]
@@ -320,7 +313,23 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
         is_article = is_article or bool(forced["body"])
     elif is_article:
         if not date_forced:
-            published = resolve_published(declared_pub, markup_pubs, tree, url, signals)
+            body_el = tree.find("body")
+            root = body_el if body_el is not None else tree
+            day_first = _day_first(data.html_lang or fields["language"])
+
+            def head() -> list[ShownDate]:
+                anchor = title_el if title_el is not None else headline_anchor(root, fields["title"])
+                if anchor is None and len(h1s) == 1:
+                    anchor = h1s[0]  # the one headline on the page, though it reads unlike the declared title
+                return shown_dates(root, anchor, day_first)
+
+            # JSON-LD datePublished / article:published_time / microdata name the publication; a bare
+            # "date" or "dc.date" meta is often the page's build or index date
+            weak = not any((ld_pub, meta_pub[0], meta_pub[1], micro_pub))
+            published = resolve_published(declared_pub, markup_pubs, tree, url, signals, shown=head,
+                                           labelled=lambda: labelled_dates(root, day_first), weak=weak,
+                                           latest=parse_hint((hints or {}).get("fetched_at")))
+            published = ensure_aware(published)
             others = [*declared, modified, time_mod, vis_mod]
             if published is not None and url_date(url) is None and any(
                     c is not None and c.date() != published.date() for c in [*others, *markup_pubs]):
@@ -329,6 +338,8 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
                 near = _near_headline(text, fields["title"])
                 others += [c for c in markup_pubs if near and shown_in(near, c.date())]
                 published = prefer_shown(published, others, text, signals)
+            if "date:year-only" in signals and "date:shown" not in signals:
+                published = None
         drop = [n for n in (subtitle_el, *byline_nodes) if n is not None]
         result = extract_body(tree, url, container=container, score=container_chars, drop=drop,
                               title=fields["title"], subtitle=subtitle)
@@ -337,8 +348,8 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
             signals.append("kicker")
             if not fields["subtitle"]:
                 fields["subtitle"] = result.kicker
-    if hints and hints.get("published_at") and not date_forced:
-        published = _refine_with_hint(published, hints["published_at"], signals)
+    if hints and not date_forced:
+        published, modified = refine_with_hints(published, modified, hints, signals)
     fields["published_at"] = published
     fields["modified_at"] = modified
     return Page(is_article=is_article, fields=fields, signals=signals,
@@ -348,6 +359,24 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
 def extract_article(html: str | bytes, url: str, **kw: Any) -> dict[str, Any]:
     """Convenience: ``extract_page(...).fields``."""
     return extract_page(html, url, **kw).fields
+
+
+def _microdata_published(tree: HtmlElement) -> datetime | None:
+    """schema.org microdata ``itemprop="datePublished"`` on an element (``<meta>`` ones are read with the
+    other meta): the first one outside comments and related-story lists."""
+    for el in tree.xpath('//*[@itemprop="datePublished"][not(self::meta)]'):
+        if markup.inside_boilerplate_for_dates(el, tree):
+            continue
+        value = parse_any(el.get("datetime") or el.get("content") or markup.text_of(el))
+        if value is not None:
+            return value
+    return None
+
+
+def _day_first(lang: str | None) -> bool:
+    """Numeric dates are day-first (03/06/2024 = 3 June) everywhere but on US-English pages."""
+    lang = (lang or "").lower().replace("_", "-")
+    return not (lang.startswith("en") and lang[3:5] in ("", "us"))
 
 
 def _visible_text(tree: HtmlElement) -> str:
