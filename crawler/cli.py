@@ -1,4 +1,4 @@
-"""The `newsingest` command: crawl | schedule | extract | demo | runs | export | db.
+"""The `newsingest` command: crawl | schedule | deploy | extract | demo | runs | export | db.
 
 Exit codes: 0 success, 1 the crawl ran and failed, 2 bad input (config,
 arguments, schema), 3 the database cannot be reached.
@@ -109,7 +109,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import OperationalError
 
     from crawler.schedule import SchedulerError, SchedulerOptions, SchedulerService, configure_logging
-    from crawler.sources import SourcesError, load_sources, resolve_sources_path
+    from crawler.sources import SourcesError, load_executor, load_sources, resolve_sources_path
     from storage.db import resolve_database_url
     from storage.migrate import SchemaError
 
@@ -123,11 +123,11 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         options = SchedulerOptions.from_env(
             sources_path.resolve(), resolve_database_url(args.db), max_concurrent=args.max_concurrent,
             misfire_grace=args.misfire_grace, shutdown_grace=args.shutdown_grace, stop_grace=args.stop_grace,
-            lease_ttl=args.lease_ttl, crawl_settings=args.set)
+            lease_ttl=args.lease_ttl, crawl_settings=args.set, executor=load_executor(sources_path))
+        configure_logging(os.environ.get("NEWSINGEST_LOG_LEVEL", "INFO"))
+        service = SchedulerService(options)
     except (SourcesError, SchedulerError) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    configure_logging(os.environ.get("NEWSINGEST_LOG_LEVEL", "INFO"))
-    service = SchedulerService(options)
     try:
         if args.list:
             print_jobs(service.job_listing(sources))
@@ -144,6 +144,34 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except OperationalError as exc:
         return _fail(f"database unreachable: {str(exc.orig or exc).splitlines()[0]}", EXIT_DATABASE)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Upload this installed newsingest as an egg to every Scrapyd node of the [executor] table."""
+    from crawler.deploy import DeployError, build_egg, deploy
+    from crawler.sources import SourcesError, load_executor, resolve_sources_path
+
+    if args.requirements:
+        from crawler.deploy import node_requirements
+
+        print("\n".join(node_requirements()))
+        return EXIT_OK
+    if args.build_only:
+        egg = build_egg()
+        Path(args.build_only).write_bytes(egg.data)
+        print(f"wrote {args.build_only}: newsingest {egg.version}, {egg.files} files, {len(egg.data)} bytes")
+        return EXIT_OK
+    try:
+        config = load_executor(resolve_sources_path(args.sources))
+    except SourcesError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        done = deploy(config)
+    except DeployError as exc:
+        return _fail(f"deploy: {exc}", EXIT_FAILED)
+    for item in done:
+        print(f"node {item.node}: project {config.project} version {item.version} ({item.spiders} spider)")
+    return EXIT_OK
 
 
 def print_jobs(rows: Sequence[Any]) -> None:
@@ -237,16 +265,18 @@ def runs_table(runs: Sequence[Any], title: str = "Recent crawl runs") -> Any:
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("id", "source", "trigger", "started (UTC)", "duration", "status", "pages", "stored",
+    for column in ("id", "source", "node", "trigger", "started (UTC)", "duration", "status", "pages", "stored",
                    "updated", "duplicates", "dropped", "errors"):
-        table.add_column(column, justify="right" if column not in ("source", "trigger", "status") else "left")
+        table.add_column(column, justify="right" if column not in ("source", "node", "trigger", "status") else "left")
     for run in runs:
         duration = "—"
         if run.finished_at:
             duration = f"{(run.finished_at - run.started_at).total_seconds():.1f}s"
-        status = {"succeeded": "[green]succeeded[/]", "failed": "[red]failed[/]",
+        status = {"succeeded": "[green]succeeded[/]", "failed": "[red]failed[/]", "lost": "[magenta]lost[/]",
                   "timed_out": "[yellow]timed_out[/]", "running": "[cyan]running[/]"}.get(run.status, run.status)
-        table.add_row(str(run.id), run.source, run.trigger, f"{run.started_at:%Y-%m-%d %H:%M:%S}", duration,
+        # The Scrapyd node the run was dispatched to; a local crawl shows the host it ran on.
+        node = getattr(run, "node", None) or run.hostname or "—"
+        table.add_row(str(run.id), run.source, node, run.trigger, f"{run.started_at:%Y-%m-%d %H:%M:%S}", duration,
                       status, str(run.pages), str(run.items_stored), str(run.items_updated),
                       str(run.duplicates), str(run.dropped), str(run.errors))
     return table
@@ -369,6 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--set", action="append", default=[], metavar="NAME=VALUE",
                    help="Scrapy setting for every crawl (repeatable)")
     p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("deploy", help="upload this newsingest as an egg to every Scrapyd node of [executor]",
+                       description="Build the egg of the installed project and add the same version to every "
+                                   "Scrapyd node listed in the sources file's [executor] table; refuses (exit 1) "
+                                   "and names the node when one is unreachable. See docs/scale-out.md.")
+    p.add_argument("--sources", help="sources TOML (default: $NEWSINGEST_SOURCES, else ./sources.toml)")
+    p.add_argument("--build-only", metavar="FILE", help="only write the egg to FILE")
+    p.add_argument("--requirements", action="store_true",
+                   help="print what a node's environment needs (newsingest's dependencies and Scrapyd), and exit")
+    p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("extract", help="print the fields extracted from a saved HTML file")
     p.add_argument("file")

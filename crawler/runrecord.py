@@ -6,6 +6,13 @@ scheduler started gets its record's id in the `NEWSINGEST_RUN_ID` setting
 (`newsingest crawl NAME --run-id N`) and completes that record instead of
 opening a second one. Records left `running` by a killed crawl of the same
 source on this host are marked `abandoned` when the next crawl starts.
+
+On a Scrapyd node (docs/scale-out.md) the record also carries the job id the
+scheduler dispatched: the crawl adopts it only when its own job id (Scrapyd's
+``jobid``, the spider's ``_job``) matches, so a stale dispatch of an earlier
+attempt stops at once instead of crawling beside the current one. While it
+runs, the crawl writes ``heartbeat_at`` every ``NEWSINGEST_HEARTBEAT_SECONDS``:
+the scheduler, on another machine, cannot see the process, only that time.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any
 
 from scrapy import signals
 from scrapy.crawler import Crawler
+from twisted.internet import task, threads
 
 from storage.repository import Repository, open_repository
 
@@ -63,11 +71,13 @@ class CrawlRunRecorder:
     """Extension: open and close the run record of each crawl."""
 
     def __init__(self, crawler: Crawler, database_url: str | None, trigger: str,
-                 run_id: int | None = None) -> None:
+                 run_id: int | None = None, heartbeat: float = 0.0) -> None:
         self.crawler = crawler
         self.database_url = database_url
         self.trigger = trigger
         self.given_run_id = run_id
+        self.heartbeat_seconds = heartbeat
+        self.heartbeat: task.LoopingCall | None = None
         self.repository: Repository | None = None
         self.run_id: int | None = None
         self.error_lines: list[str] = []
@@ -80,13 +90,25 @@ class CrawlRunRecorder:
         run_id = crawler.settings.get("NEWSINGEST_RUN_ID")
         return cls(crawler, crawler.settings.get("NEWSINGEST_DATABASE_URL"),
                    crawler.settings.get("NEWSINGEST_RUN_TRIGGER", "manual"),
-                   int(run_id) if run_id not in (None, "") else None)
+                   int(run_id) if run_id not in (None, "") else None,
+                   crawler.settings.getfloat("NEWSINGEST_HEARTBEAT_SECONDS", 0.0))
 
     def spider_opened(self, spider: Any) -> None:
         source = getattr(spider, "source", None)
         name = getattr(source, "name", None) or spider.name
         self.repository = open_repository(self.database_url)
-        if self.given_run_id is not None:
+        job = getattr(spider, "_job", None)  # Scrapyd's jobid
+        if self.given_run_id is not None and job:
+            if not self.repository.adopt_job_run(self.given_run_id, name, str(job)):
+                # The scheduler gave up on this dispatch (closed the run, or gave it to another
+                # attempt): crawling now could overlap the source's current run.
+                logger.error("run record %d of %s is not open for job %s (a stale dispatch); stopping",
+                             self.given_run_id, name, job)
+                self.crawler.stats.set_value("newsingest/run_status", "failed")
+                self._close_soon(spider, "stale_dispatch")
+                return
+            self.run_id = self.given_run_id
+        elif self.given_run_id is not None:
             # Adopt first: the record then carries this pid, so the stale sweep below skips it.
             if self.repository.adopt_run(self.given_run_id, name):
                 self.run_id = self.given_run_id
@@ -102,12 +124,42 @@ class CrawlRunRecorder:
             self.run_id = self.repository.start_run(name, self.trigger)
         self.crawler.stats.set_value("newsingest/run_id", self.run_id)
         logger.info("crawl run %d of source %s started (trigger: %s)", self.run_id, name, self.trigger)
+        if self.heartbeat_seconds > 0:
+            self.heartbeat = task.LoopingCall(self._beat)
+            self.heartbeat.start(self.heartbeat_seconds, now=False)
+
+    def _beat(self) -> Any:
+        """One heartbeat, off the reactor thread; a database hiccup only costs this beat."""
+        if self.repository is None or self.run_id is None:
+            return None
+        deferred = threads.deferToThread(self.repository.heartbeat_run, self.run_id)
+        deferred.addErrback(lambda failure: logger.warning("heartbeat of run %s failed: %s", self.run_id,
+                                                           failure.getErrorMessage()))
+        return deferred
+
+    def _close_soon(self, spider: Any, reason: str) -> None:
+        from twisted.internet import reactor
+
+        def close() -> None:
+            engine = self.crawler.engine
+            if engine is None:
+                return
+            if hasattr(engine, "close_spider_async"):  # Scrapy >= 2.14
+                from scrapy.utils.defer import deferred_from_coro
+
+                deferred_from_coro(engine.close_spider_async(reason=reason))
+            else:  # pragma: no cover - Scrapy 2.13
+                engine.close_spider(spider, reason)
+
+        reactor.callLater(0, close)  # type: ignore[attr-defined]
 
     def spider_error(self, failure: Any, response: Any, spider: Any) -> None:
         self.error_lines.append(f"{getattr(response, 'url', '?')}: {failure.getErrorMessage()}")
         del self.error_lines[:-ERROR_TAIL_LINES]
 
     def spider_closed(self, spider: Any, reason: str) -> None:
+        if self.heartbeat is not None and self.heartbeat.running:
+            self.heartbeat.stop()
         if self.repository is None or self.run_id is None:
             return
         stats = dict(self.crawler.stats.get_stats())

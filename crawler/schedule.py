@@ -3,20 +3,22 @@
 APScheduler 3.x (`BackgroundScheduler`, driven by `SchedulerService.run_forever`
 in the main thread) keeps one job per source, id ``crawl:<source>``, in a
 SQLAlchemy job store in the configured database (table ``apscheduler_jobs``),
-reconciled with the sources file on every start. Each crawl runs as its own
-``newsingest crawl NAME --run-id N`` subprocess (the Twisted reactor cannot be
-restarted in one process), so a crashed or hung crawl never takes the scheduler
-or another source with it.
+reconciled with the sources file on every start. Where a crawl runs is the
+executor's business (crawler/executors.py, the sources file's ``[executor]``
+table): by default its own ``newsingest crawl NAME --run-id N`` subprocess (the
+Twisted reactor cannot be restarted in one process), so a crashed or hung crawl
+never takes the scheduler or another source with it; or a job on one of several
+Scrapyd nodes writing to the same database (docs/scale-out.md).
 
 Around every crawl the service:
 
 1. waits for one of ``max_concurrent`` slots (at most ``misfire_grace``);
 2. takes the source's lease in ``source_leases`` (another scheduler on the same
    database holding it means this run is skipped), renewed while the crawl runs;
-3. writes the ``crawl_runs`` row (trigger ``schedule`` or ``manual``, status
-   ``running``) and hands its id to the crawl, which completes it;
+3. has the executor write the ``crawl_runs`` row (trigger ``schedule`` or
+   ``manual``, status ``running``) and hand its id to the crawl, which completes it;
 4. enforces the source's ``timeout`` (Scrapy's CLOSESPIDER_TIMEOUT first, then
-   SIGINT, SIGTERM, SIGKILL) and records the exit code and output tail.
+   SIGINT, SIGTERM, SIGKILL) and records how the crawl ended.
 """
 
 from __future__ import annotations
@@ -26,28 +28,24 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crawler.sources import Source, SourcesError, load_sources, parse_duration
+from crawler.executors import DEFAULT_TIMEOUT, POLL, CrawlHandle, Executor, make_executor
+from crawler.sources import ExecutorConfig, Source, SourcesError, load_sources, parse_duration
 
 logger = logging.getLogger("newsingest.schedule")
 
 JOB_PREFIX = "crawl:"
 JOBS_TABLE = "apscheduler_jobs"
-DEFAULT_TIMEOUT = 3600.0  # a source without `timeout`: a crawl may not hold its slot forever
-OUTPUT_TAIL_LINES = 50
-KILL_WAIT = 5.0  # after Scrapy's forced shutdown (second signal), before SIGKILL
-POLL = 0.2
+__all__ = ["DEFAULT_TIMEOUT", "SchedulerError", "SchedulerOptions", "SchedulerService"]
 
 #: Settings with their environment variables and defaults (CLI options override them).
 ENV_DEFAULTS: Mapping[str, tuple[str, str]] = {
@@ -76,6 +74,7 @@ class SchedulerOptions:
     lease_ttl: float = 60.0  # a dead scheduler's lease frees itself after this; renewed every ttl/4
     crawl_settings: tuple[str, ...] = ()  # extra `-s NAME=VALUE` for every crawl
     python: str = sys.executable
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where crawls run ([executor])
 
     @classmethod
     def from_env(cls, sources_path: Path, database_url: str, env: Mapping[str, str] | None = None,
@@ -95,8 +94,12 @@ class SchedulerOptions:
             raise SchedulerError("max-concurrent must be at least 1")
         if values["lease_ttl"] < 1:
             raise SchedulerError("lease-ttl must be at least 1 second")
+        executor = overrides.get("executor") or ExecutorConfig()
+        if executor.kind == "scrapyd" and overrides.get("max_concurrent") is None and not env.get(
+                ENV_DEFAULTS["max_concurrent"][0]):
+            values["max_concurrent"] = executor.capacity  # the nodes' capacities are the cap
         return cls(sources_path=sources_path, database_url=database_url,
-                   crawl_settings=tuple(overrides.get("crawl_settings") or ()), **values)
+                   crawl_settings=tuple(overrides.get("crawl_settings") or ()), executor=executor, **values)
 
 
 # -- triggers ------------------------------------------------------------------------
@@ -214,16 +217,6 @@ class JobInfo:
     state: str
 
 
-@dataclass(slots=True)
-class _Crawl:
-    """One crawl subprocess, as the shutdown path sees it."""
-
-    source: str
-    run_id: int
-    process: subprocess.Popen[bytes]
-    stop_requested: threading.Event = field(default_factory=threading.Event)
-
-
 class SchedulerService:
     """APScheduler plus the crawl runner, leases and graceful shutdown; one per process."""
 
@@ -232,10 +225,22 @@ class SchedulerService:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.slots = threading.BoundedSemaphore(options.max_concurrent)
         self.stopping = threading.Event()  # no new crawls from now on
-        self.crawls: dict[int, _Crawl] = {}
+        self.crawls: dict[int, CrawlHandle] = {}
         self.crawls_lock = threading.Lock()
         self.scheduler: Any = None
         self._wake = threading.Event()
+        self.executor: Executor = make_executor(self, options.executor)
+
+    @contextlib.contextmanager
+    def track(self, handle: CrawlHandle) -> Iterator[CrawlHandle]:
+        """Register a running crawl for the shutdown path while the executor supervises it."""
+        with self.crawls_lock:
+            self.crawls[handle.run_id] = handle
+        try:
+            yield handle
+        finally:
+            with self.crawls_lock:
+                self.crawls.pop(handle.run_id, None)
 
     # -- setup -------------------------------------------------------------------------
 
@@ -377,7 +382,15 @@ class SchedulerService:
                 logger.info("crawl of %s skipped: another scheduler holds its lease", source)
                 return "skipped"
             try:
-                return self._run(config, trigger, sources_path, database_url, repository)
+                if self.executor.kind == "scrapyd":
+                    # A crawl on a node outlives a scheduler that died (and its lease): while it writes,
+                    # the source is not crawled again.
+                    live = repository.live_writer(source, self.options.executor.writer_timeout)
+                    if live is not None:
+                        logger.warning("crawl of %s skipped: run %d on node %s is still writing", source,
+                                       live.id, live.node or live.hostname)
+                        return "skipped"
+                return self.executor.run(config, trigger, sources_path, database_url, repository)
             finally:
                 with contextlib.suppress(Exception):
                     repository.release_lease(source, self.owner)
@@ -393,116 +406,6 @@ class SchedulerService:
                 return False
         return False
 
-    def crawl_command(self, source: Source, run_id: int, trigger: str, timeout: float,
-                      sources_path: Path) -> list[str]:
-        # The database URL goes in the environment (DATABASE_URL), not on a command line `ps` shows.
-        command = [self.options.python, "-m", "crawler.cli", "crawl", source.name, "--sources", str(sources_path),
-                   "--run-id", str(run_id), "--trigger", trigger, "-s", f"CLOSESPIDER_TIMEOUT={timeout:g}"]
-        for pair in self.options.crawl_settings:
-            command += ["-s", pair]
-        return command
-
-    @staticmethod
-    def crawl_env(database_url: str) -> dict[str, str]:
-        """The scheduler's environment, its database, and this newsingest importable: the crawl runs
-        in the scheduler's working directory (relative SQLite paths mean the same file)."""
-        env = {**os.environ, "DATABASE_URL": database_url}
-        root = str(Path(__file__).resolve().parents[1])
-        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in paths if p != root]])
-        return env
-
-    def _run(self, source: Source, trigger: str, sources_path: Path, database_url: str, repository: Any) -> str:
-        timeout = source.timeout_seconds or DEFAULT_TIMEOUT
-        run_id = repository.start_run(source.name, trigger)
-        command = self.crawl_command(source, run_id, trigger, timeout, sources_path)
-        logger.info("crawl of %s started (run %d, trigger %s, timeout %gs)", source.name, run_id, trigger, timeout)
-        try:
-            # Own session: a Ctrl-C in the scheduler's terminal must not reach the crawls,
-            # which get their grace period instead.
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, start_new_session=True,
-                                       preexec_fn=_DIE_WITH_PARENT, env=self.crawl_env(database_url))
-        except OSError as exc:
-            repository.record_exit(run_id, exit_code=None, status_if_open="failed",
-                                   note=f"the crawl process could not start: {exc}")
-            logger.error("crawl of %s could not start: %s", source.name, exc)
-            return "failed"
-        handle = _Crawl(source.name, run_id, process)
-        with self.crawls_lock:
-            self.crawls[run_id] = handle
-        tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
-        reader = threading.Thread(target=_drain, args=(process, tail), name=f"output-{source.name}", daemon=True)
-        reader.start()
-        try:
-            stop_reason = self._supervise(handle, timeout, repository)
-        finally:
-            with self.crawls_lock:
-                self.crawls.pop(run_id, None)
-        reader.join(timeout=5)
-        code = process.returncode
-        note = force = None
-        if stop_reason == "timeout":
-            force, note = "timed_out", f"stopped by the scheduler: the crawl exceeded its {timeout:g}s timeout"
-        elif stop_reason == "shutdown":
-            note = "stopped by the scheduler: it was shutting down and the grace period ran out"
-        elif stop_reason == "lease":
-            note = "stopped by the scheduler: its lease on the source was lost to another scheduler"
-        status_if_open = "timed_out" if stop_reason == "timeout" else "failed"
-        run = repository.record_exit(run_id, exit_code=code, status_if_open=status_if_open, force_status=force,
-                                     note=note, output_tail="\n".join(tail))
-        log = logger.info if run.status == "succeeded" else logger.warning
-        log("crawl of %s finished: run %d %s (exit code %s)", source.name, run_id, run.status, code)
-        return str(run.status)
-
-    def _supervise(self, handle: _Crawl, timeout: float, repository: Any) -> str | None:
-        """Wait for the crawl; renew the lease; stop it on timeout, shutdown or a lost lease.
-
-        Scrapy gets its own CLOSESPIDER_TIMEOUT plus `stop_grace` to close cleanly; then SIGINT
-        (Scrapy's graceful shutdown), `stop_grace` later SIGTERM (its forced one), then SIGKILL.
-        """
-        process = handle.process
-        started = time.monotonic()
-        deadline = started + timeout + self.options.stop_grace
-        renew_every = self.options.lease_ttl / 4
-        next_renew = started + renew_every
-        reason: str | None = None
-        stage, stage_at = 0, 0.0
-        while process.poll() is None:
-            now = time.monotonic()
-            if reason is None:
-                if now >= deadline:
-                    reason = "timeout"
-                elif handle.stop_requested.is_set():
-                    reason = "shutdown"
-                if reason:
-                    logger.warning("stopping the crawl of %s (run %d): %s", handle.source, handle.run_id, reason)
-            if reason is not None:
-                if stage == 0:
-                    _signal(process, signal.SIGINT)
-                    stage, stage_at = 1, now
-                elif stage == 1 and now - stage_at >= self.options.stop_grace:
-                    _signal(process, signal.SIGTERM)
-                    stage, stage_at = 2, now
-                elif stage == 2 and now - stage_at >= KILL_WAIT:
-                    _signal(process, signal.SIGKILL)
-                    stage, stage_at = 3, now
-            if now >= next_renew:
-                next_renew = now + renew_every
-                try:
-                    if not repository.renew_lease(handle.source, self.owner, self.options.lease_ttl) \
-                            and reason is None:
-                        reason = "lease"
-                        logger.error("lease on %s lost; stopping run %d", handle.source, handle.run_id)
-                except Exception as exc:  # the database is away; keep crawling, retry soon
-                    logger.warning("could not renew the lease on %s: %s", handle.source, exc)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=POLL)
-        # Leftovers of the crawl's process group (none normally) must not outlive it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        return reason
-
     def sweep_stale_runs(self, sources: Iterable[str]) -> None:
         """Close `running` records on this host whose crawl process is gone (a scheduler that was
         killed could not close them), so `newsingest runs` tells the truth after a crash."""
@@ -511,8 +414,12 @@ class SchedulerService:
             count = repository.abandon_stale_runs(name)
             if count:
                 logger.warning("marked %d run(s) of %s abandoned: their crawl process is gone", count, name)
+        if self.executor.kind == "scrapyd":
+            for run in repository.abandon_silent_node_runs(self.options.executor.writer_timeout):
+                logger.warning("marked run %d of %s (node %s) abandoned: no sign of life", run.id, run.source,
+                               run.node)
 
-    def running_crawls(self) -> list[_Crawl]:
+    def running_crawls(self) -> list[CrawlHandle]:
         with self.crawls_lock:
             return list(self.crawls.values())
 
@@ -552,7 +459,9 @@ class SchedulerService:
             for info in self.job_listing(None):
                 logger.info("job %s: %s, next run %s", info.job_id, info.schedule,
                             f"{info.next_run:%Y-%m-%d %H:%M:%S} UTC" if info.next_run else "none")
-            logger.info("scheduler %s running (max %d concurrent crawls)", self.owner, self.options.max_concurrent)
+            logger.info("scheduler %s running (max %d concurrent crawls, executor %s%s)", self.owner,
+                        self.options.max_concurrent, self.executor.kind,
+                        "".join(f", node {n.name} capacity {n.capacity}" for n in self.options.executor.nodes))
             if ready is not None:
                 ready()
             while not stop.wait(1.0):
@@ -608,31 +517,6 @@ class SchedulerService:
                 signal.signal(signum, handler)
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """Linux: have the kernel SIGKILL a crawl whose scheduler died (kill -9, OOM killer), so no
-    orphan crawl keeps going after its lease expired. SIGKILL, not SIGTERM: a crawl stopped
-    while it starts up can hang at exit, and nobody would be left to escalate. Its run record
-    is marked `abandoned` by the next scheduler start (or crawl of the source). The function is
-    resolved here, before any fork, so the child only makes one system call."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, sigkill)
-
-    return hook
-
-
-_DIE_WITH_PARENT = _die_with_parent_hook()
-
-
 def _job_store(engine: Any) -> Any:
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
@@ -675,22 +559,6 @@ def _scheduler_class() -> type:
                 return float(self.jobstore_retry_interval)
 
     return _StoppableScheduler
-
-
-def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if signum == signal.SIGKILL:
-            os.killpg(process.pid, signum)
-        else:
-            process.send_signal(signum)
-
-
-def _drain(process: subprocess.Popen[bytes], tail: deque[str]) -> None:
-    """Read the crawl's output as it comes (a full pipe would block it), keeping the last lines."""
-    assert process.stdout is not None
-    for raw in process.stdout:
-        tail.append(raw.decode("utf-8", "replace").rstrip())
-    process.stdout.close()
 
 
 def configure_logging(level: str = "INFO") -> None:

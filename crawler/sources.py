@@ -25,9 +25,12 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "ENV_VAR",
+    "ExecutorConfig",
     "Schedule",
+    "ScrapydNode",
     "Source",
     "SourcesError",
+    "load_executor",
     "load_source",
     "load_sources",
     "parse_duration",
@@ -52,6 +55,14 @@ DEFAULTABLE_KEYS = ("article_url_pattern", "exclude_url_pattern", "site_name", "
 SOURCE_KEYS = (*PER_SOURCE_KEYS, *DEFAULTABLE_KEYS)
 EXTRACTION_KEYS = ("body", "title", "authors", "published_at")
 SCHEDULE_KEYS = ("cron", "interval", "jitter")
+TOP_LEVEL_KEYS = ("sources", "defaults", "executor")
+EXECUTOR_KEYS = ("type", "project", "nodes", "poll_interval", "heartbeat", "writer_timeout", "node_retry")
+NODE_KEYS = ("url", "name", "capacity", "username_env", "password_env")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PROJECT_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_NODE_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]+")
+DEFAULT_HEARTBEAT = 10.0
+DEFAULT_WRITER_TIMEOUT = 60.0
 # Tables in [defaults] merged key by key under the source's own; every other
 # key (including `schedule`, which is one unit) is replaced whole.
 _MERGED_TABLES = ("settings", "extraction")
@@ -125,6 +136,50 @@ class Source:
         return self.article_url_pattern is None or self.article_url_pattern.search(url) is not None
 
 
+@dataclass(frozen=True, slots=True)
+class ScrapydNode:
+    """One Scrapyd node of the `[executor]` table; credentials are environment variable *names*."""
+
+    name: str
+    url: str
+    capacity: int
+    username_env: str | None = None
+    password_env: str | None = None
+
+    def credentials(self, env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+        """(user, password) from the environment, or None without auth; ValueError if a named
+        variable is unset (a node that needs a password must not be called without one)."""
+        if self.username_env is None and self.password_env is None:
+            return None
+        env = os.environ if env is None else env
+        values: list[str] = []
+        for var in (self.username_env, self.password_env):
+            if var is None:
+                values.append("")
+            elif var not in env:
+                raise ValueError(f"node {self.name!r}: environment variable {var} is not set")
+            else:
+                values.append(env[var])
+        return values[0], values[1]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorConfig:
+    """Where crawls run: `local` subprocesses of the scheduler, or `scrapyd` nodes (docs/scale-out.md)."""
+
+    kind: str = "local"
+    nodes: tuple[ScrapydNode, ...] = ()
+    project: str = "newsingest"
+    poll_interval: float = 2.0  # how often the scheduler asks each node for its jobs
+    heartbeat: float = DEFAULT_HEARTBEAT  # how often a crawl on a node writes its run's heartbeat_at
+    writer_timeout: float = DEFAULT_WRITER_TIMEOUT  # no heartbeat for this long: nothing writes for the run any more
+    node_retry: float = 30.0  # a node that could not be reached gets no dispatch for this long
+
+    @property
+    def capacity(self) -> int:
+        return sum(node.capacity for node in self.nodes)
+
+
 # -- public functions ----------------------------------------------------------------
 
 
@@ -143,6 +198,13 @@ def load_sources(path: str | os.PathLike[str]) -> dict[str, Source]:
     """Read and validate the whole file; sources in file order. Raises `SourcesError`."""
     data = _read_toml(path)
     return _Loader(path).load(data)
+
+
+def load_executor(path: str | os.PathLike[str]) -> ExecutorConfig:
+    """The `[executor]` table (the whole file is validated); `local` when the file has none."""
+    loader = _Loader(path)
+    loader.load(_read_toml(path))
+    return loader.executor_config
 
 
 def load_source(path: str | os.PathLike[str], name: str) -> Source:
@@ -225,6 +287,7 @@ class _Loader:
         self.path = path
         self.where: str | None = None  # the source being validated
         self.in_defaults = False
+        self.executor_config = ExecutorConfig()
 
     def fail(self, message: str, key: str | None = None) -> SourcesError:
         if self.in_defaults:
@@ -233,8 +296,10 @@ class _Loader:
 
     def load(self, data: dict[str, Any]) -> dict[str, Source]:
         for key in data:
-            if key not in ("sources", "defaults"):
-                raise self.fail(f"unknown top-level key {_q(key)}{_suggest(key, ('sources', 'defaults'))}")
+            if key not in TOP_LEVEL_KEYS:
+                raise self.fail(f"unknown top-level key {_q(key)}{_suggest(key, TOP_LEVEL_KEYS)}")
+        if "executor" in data:
+            self.executor_config = self.executor(data["executor"])
         defaults = data.get("defaults", {})
         if not isinstance(defaults, dict):
             raise self.fail(f"expected a [defaults] table, got {_type(defaults)}", key="defaults")
@@ -305,6 +370,71 @@ class _Loader:
             "schedule": self.schedule(table.get("schedule")),
             "timeout_seconds": None if timeout is None else self.duration("timeout", timeout, positive=True),
         }
+
+    # -- [executor] ----------------------------------------------------------------
+
+    def executor(self, value: Any) -> ExecutorConfig:
+        if not isinstance(value, dict):
+            raise self.fail(f"expected an [executor] table, got {_type(value)}", key="executor")
+        for key in value:
+            self.check_known(key, EXECUTOR_KEYS, "executor.")
+        kind = value.get("type", "local")
+        if kind not in ("local", "scrapyd"):
+            raise self.fail(f"expected 'local' or 'scrapyd', got {kind!r}", key="executor.type")
+        project = value.get("project", "newsingest")
+        if not isinstance(project, str) or not _PROJECT_RE.fullmatch(project):
+            raise self.fail(f"expected a Scrapyd project name, got {project!r}", key="executor.project")
+        durations = {key: self.duration(f"executor.{key}", value[key], positive=True)
+                     for key in ("poll_interval", "heartbeat", "writer_timeout", "node_retry") if key in value}
+        heartbeat = durations.get("heartbeat", DEFAULT_HEARTBEAT)
+        writer_timeout = durations.get("writer_timeout", max(DEFAULT_WRITER_TIMEOUT, 3 * heartbeat))
+        if writer_timeout < 2 * heartbeat:
+            raise self.fail(f"must be at least twice executor.heartbeat ({heartbeat:g}s), or a slow database "
+                            "write makes a live crawl look dead", key="executor.writer_timeout")
+        durations["writer_timeout"] = writer_timeout
+        nodes = self.nodes(value.get("nodes", []))
+        if kind == "scrapyd" and not nodes:
+            raise self.fail("type 'scrapyd' needs at least one [[executor.nodes]] table", key="executor.nodes")
+        if kind == "local" and nodes:
+            raise self.fail("nodes are only used with type = 'scrapyd'", key="executor.nodes")
+        return ExecutorConfig(kind=kind, nodes=nodes, project=project, **durations)
+
+    def nodes(self, value: Any) -> tuple[ScrapydNode, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise self.fail(f"expected [[executor.nodes]] tables, got {_describe(value)}", key="executor.nodes")
+        nodes: list[ScrapydNode] = []
+        for index, table in enumerate(value):
+            where = f"executor.nodes[{index}]"
+            for key in table:
+                self.check_known(key, NODE_KEYS, f"{where}.")
+            url = table.get("url")
+            problem = "is required" if url is None else None if isinstance(url, str) else "must be a string"
+            if problem is None:
+                problem = _url_problem(url)
+                if problem is None and urlsplit(url).query:
+                    problem = "must not have a query"
+                if problem is None and urlsplit(url).username:
+                    problem = "must not hold credentials; use username_env and password_env"
+            if problem:
+                raise self.fail(f"{url!r} {problem}" if url is not None else problem, key=f"{where}.url")
+            url = url.rstrip("/")
+            name = table.get("name") or urlsplit(url).netloc
+            if not isinstance(name, str) or not _NODE_NAME_RE.fullmatch(name):
+                raise self.fail(f"expected a node name of letters, digits, '.', ':', '_', '-', got {name!r}",
+                                key=f"{where}.name")
+            capacity = table.get("capacity", 1)
+            if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+                raise self.fail(f"expected an integer >= 1, got {capacity!r}", key=f"{where}.capacity")
+            env_names: dict[str, str | None] = {}
+            for key in ("username_env", "password_env"):
+                var = table.get(key)
+                if var is not None and (not isinstance(var, str) or not _ENV_NAME_RE.fullmatch(var)):
+                    raise self.fail(f"expected an environment variable name, got {var!r}", key=f"{where}.{key}")
+                env_names[key] = var
+            if any(node.name == name for node in nodes) or any(node.url == url for node in nodes):
+                raise self.fail(f"node {name!r} ({url}) is listed twice", key=where)
+            nodes.append(ScrapydNode(name=name, url=url, capacity=capacity, **env_names))
+        return tuple(nodes)
 
     # -- one key each --------------------------------------------------------------
 
