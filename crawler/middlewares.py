@@ -30,7 +30,7 @@ from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from crawler.urls import canonicalize_url, strip_variant
+from crawler.urls import fetched_url_key, strip_variant
 from storage.models import utcnow
 from storage.repository import Repository, open_repository
 
@@ -78,18 +78,23 @@ class NotModified(IgnoreRequest):
 class IncrementalMiddleware:
     """A database-backed "seen" check made before an article request is sent.
 
-    For a page request (``meta["newsingest_kind"] == "page"``) whose URL (tracking
-    parameters, AMP/print variants and spelling normalized) is stored as an
-    article's canonical or fetched URL:
+    For a page request (``meta["newsingest_kind"] == "page"``) whose URL is known:
+    first as a page an article was fetched from (``article_urls``: the canonical
+    page, a spelling of it, or a syndicated/AMP/print copy that declares it
+    canonical; spelling normalized), then, with AMP/print renderings mapped to
+    the article, as that too or as an article's canonical or fetched URL:
 
     - published (else first stored) more than ``NEWSINGEST_RECRAWL_WINDOW_DAYS``
       (default 3) ago: not requested (`SeenRequest`, ``newsingest/skipped/seen``);
     - younger: requested with ``If-None-Match`` / ``If-Modified-Since`` from the
-      stored ETag / Last-Modified; a 304 answer ends there (`NotModified`,
-      ``newsingest/not_modified``): no extraction, and the article's
-      ``last_seen_at`` is moved in batches (`Repository.touch_seen`).
+      ETag / Last-Modified that URL's page was last fetched with (the article
+      row's for rows older than ``article_urls``); a 304 answer ends there
+      (`NotModified`, ``newsingest/not_modified``): no extraction, and
+      ``last_seen_at`` of the article and of the URL's row are moved in batches
+      (`Repository.touch_seen`).
 
-    The lookup is one indexed query per request, run off the reactor thread.
+    So a copy of a stored article costs no extraction on a recrawl either.
+    The lookup is one round of indexed queries per request, run off the reactor thread.
     ``NEWSINGEST_INCREMENTAL = False`` turns the check off (every page is fetched).
     """
 
@@ -101,7 +106,8 @@ class IncrementalMiddleware:
         self.window = timedelta(days=window_days)
         self.touch_batch = max(1, touch_batch)
         self.repository: Repository | None = None
-        self.touched: list[str] = []
+        self.touched: list[str] = []  # canonical URLs of articles answered 304
+        self.touched_urls: list[str] = []  # their article_urls rows
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
@@ -119,19 +125,21 @@ class IncrementalMiddleware:
     async def process_request(self, request: Request) -> None:
         if request.meta.get("newsingest_kind") != PAGE_KIND:
             return
-        request.meta.pop("newsingest_conditional", None)  # a redirect's copy is checked afresh
-        try:
-            key = strip_variant(canonicalize_url(request.url))
-        except ValueError:
+        # a redirect's or a retry's copy of the request is checked afresh
+        request.meta.pop("newsingest_conditional", None)
+        request.meta.pop("newsingest_seen_url", None)
+        page = fetched_url_key(request.url)
+        if page is None:
             return
+        keys = list(dict.fromkeys((page, strip_variant(page), request.url)))
         try:
-            found = await maybe_deferred_to_future(deferToThread(self._repo().validators_for, [key, request.url]))
+            found = await maybe_deferred_to_future(deferToThread(self._repo().validators_for, keys))
         except Exception as exc:  # database away: fetch anyway, the store's upsert dedupes
             self.stats.inc_value("newsingest/incremental/lookup_failed")
             logger.warning("seen check unavailable for %s (%s); fetching it", request.url,
                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             return
-        seen = found.get(key) or found.get(request.url)
+        seen = next((found[key] for key in keys if key in found), None)
         if seen is None:
             return
         born: datetime = seen.published_at or seen.first_seen_at
@@ -144,6 +152,8 @@ class IncrementalMiddleware:
             request.headers[b"If-Modified-Since"] = seen.last_modified
         if seen.etag or seen.last_modified:
             request.meta["newsingest_conditional"] = seen.canonical_url
+            if seen.fetched_url is not None:
+                request.meta["newsingest_seen_url"] = seen.fetched_url
             self.stats.inc_value("newsingest/recrawl/conditional")
         else:
             self.stats.inc_value("newsingest/recrawl/unconditional")
@@ -154,21 +164,28 @@ class IncrementalMiddleware:
             return response
         self.stats.inc_value("newsingest/not_modified")
         self.touched.append(canonical)
+        if request.meta.get("newsingest_seen_url"):
+            self.touched_urls.append(request.meta["newsingest_seen_url"])
         if len(self.touched) >= self.touch_batch:
             self._flush_async()
         raise NotModified(f"not modified: {canonical}")
 
+    def _take(self) -> tuple[list[str], list[str]]:
+        batch, urls = self.touched, self.touched_urls
+        self.touched, self.touched_urls = [], []
+        return batch, urls
+
     def _flush_async(self) -> None:
-        batch, self.touched = self.touched, []
+        batch, urls = self._take()
         run_id = self.stats.get_value("newsingest/run_id")
-        deferred = deferToThread(self._repo().touch_seen, batch, run_id)
+        deferred = deferToThread(self._repo().touch_seen, batch, run_id, urls)
         deferred.addErrback(lambda failure: logger.error("could not record %d unchanged articles: %s",
                                                         len(batch), failure.getErrorMessage()))
 
     def spider_closed(self) -> None:
         if self.touched:
-            batch, self.touched = self.touched, []
+            batch, urls = self._take()
             try:
-                self._repo().touch_seen(batch, self.stats.get_value("newsingest/run_id"))
+                self._repo().touch_seen(batch, self.stats.get_value("newsingest/run_id"), urls)
             except Exception:
                 logger.exception("could not record %d unchanged articles", len(batch))

@@ -11,6 +11,11 @@ spellings of one article only costs a duplicate row.
 - `strip_tracking`: the light touch applied before a request is made, so the
   crawler does not fetch ``?utm_source=a`` and ``?utm_source=b`` separately.
 - `url_fingerprint`: a fixed-size key for indexes.
+- `is_own_page`: whether a fetched URL is the canonical page itself (a spelling
+  of it), rather than another page (a syndicated, AMP or print copy) that
+  declares it canonical; the canonical page's own text wins over a copy's.
+- `fetched_url_key`: the ``article_urls.url`` of a fetched or requested URL
+  (every page an article was fetched from, copies included, for recrawls).
 
 - `strip_variant`: AMP and print renderings (``/amp/``, ``?amp=1``,
   ``?outputType=amp``, ``amp.`` hosts, AMP caches, ``/print/``, ``?print=1``)
@@ -35,6 +40,8 @@ __all__ = [
     "TRACKING_PREFIXES",
     "canonicalize_url",
     "choose_canonical",
+    "fetched_url_key",
+    "is_own_page",
     "is_tracking_param",
     "strip_tracking",
     "strip_variant",
@@ -162,6 +169,38 @@ def choose_canonical(fetched_url: str, declared: str | None) -> str:
     if _is_front_page_of(b.path, b.query, a.path):
         return fetched
     return candidate
+
+
+def is_own_page(fetched_url: str | None, canonical_url: str) -> bool:
+    """Whether `fetched_url` is the page `canonical_url` names, only spelled differently.
+
+    Tracking parameters, ``index.html``, case and escapes do not count; an AMP or print
+    rendering, or another page that declares `canonical_url` canonical, is not the page
+    itself: its text is a stand-in until the canonical page is fetched.
+    """
+    if not fetched_url:
+        return False
+    if fetched_url == canonical_url:
+        return True
+    try:
+        return canonicalize_url(fetched_url) == canonical_url
+    except ValueError:
+        return False
+
+
+def fetched_url_key(url: str | None) -> str | None:
+    """The ``article_urls`` key of a page URL: its spelling normalized (`canonicalize_url`), None if
+    it is not an http(s) URL.
+
+    Renderings are *not* mapped to the article (no `strip_variant`): an AMP or print page has
+    validators of its own, and the key must name the page that was fetched.
+    """
+    if not url:
+        return None
+    try:
+        return canonicalize_url(url)
+    except ValueError:
+        return None
 
 
 # Query parameters (lower-cased name -> values) that ask for an AMP or print rendering.

@@ -1,7 +1,7 @@
 """Stage 4: batched, idempotent writes to SQL, off the reactor thread.
 
-Items are buffered and written in batches (one transaction, a savepoint per
-article) by one dedicated writer, so the crawl never waits on the database
+Items are buffered and written in batches (one set-based transaction; a savepoint
+per article when a row fails) by one dedicated writer, so the crawl never waits on the database
 unless too many batches are pending (then `process_item` waits: Scrapy's
 back-pressure keeps memory bounded). The writer is a thread for the first
 batch; from the first full batch on it is a writer process
@@ -9,6 +9,11 @@ batch; from the first full batch on it is a writer process
 of a batch (a few ms per article) does not hold the reactor's GIL. A timer flushes a partial batch
 every few seconds, so a killed crawl loses at most that much work, and the
 rerun's upserts fill the gap without doubling anything.
+
+A page the dedupe stage drops as a duplicate of this run's item for its canonical
+URL (`DuplicateInRun`: a copy that declares it canonical, another spelling) is not
+stored, but its URL and validators are: a `url_only` record in the same batches
+(``article_urls``), so the next crawl skips it or asks for it conditionally.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from itemadapter import ItemAdapter
+from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import reactor, task
@@ -28,6 +34,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from pipelines.dedupe import DuplicateInRun
 from pipelines.futures import deferred_from_future
 from storage.repository import CONTENT_COLUMNS, Repository, StoreResult, open_repository
 
@@ -89,10 +96,18 @@ class StorePipeline:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StorePipeline:
         s = crawler.settings
-        return cls(crawler, s.get("NEWSINGEST_DATABASE_URL"), s.getint("NEWSINGEST_STORE_BATCH_SIZE", 50),
-                   s.getfloat("NEWSINGEST_STORE_FLUSH_SECONDS", 2.0),
-                   s.getint("NEWSINGEST_STORE_MAX_PENDING_BATCHES", 4),
-                   s.get("NEWSINGEST_STORE_WRITER", "process"))
+        pipeline = cls(crawler, s.get("NEWSINGEST_DATABASE_URL"), s.getint("NEWSINGEST_STORE_BATCH_SIZE", 50),
+                       s.getfloat("NEWSINGEST_STORE_FLUSH_SECONDS", 2.0),
+                       s.getint("NEWSINGEST_STORE_MAX_PENDING_BATCHES", 4),
+                       s.get("NEWSINGEST_STORE_WRITER", "process"))
+        crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
+        return pipeline
+
+    def item_dropped(self, exception: BaseException) -> None:
+        """A duplicate the dedupe stage dropped: its URL goes in the next batch (``article_urls`` only)."""
+        if isinstance(exception, DuplicateInRun):
+            self.buffer.append({"url_only": True, "url": exception.url, "canonical_url": exception.canonical_url,
+                                "etag": exception.etag, "last_modified": exception.last_modified})
 
     def open_spider(self) -> None:
         self.repository = open_repository(self.database_url)
@@ -187,6 +202,10 @@ class StorePipeline:
         stats.inc_value("newsingest/duplicates/content", result.content_duplicates)
         stats.inc_value("newsingest/stored/updated", result.updated)
         stats.inc_value("newsingest/stored/unchanged", result.unchanged)
+        if result.replaced:
+            stats.inc_value("newsingest/stored/replaced", result.replaced)
+        if result.linked_urls:
+            stats.inc_value("newsingest/stored/url_links", result.linked_urls)
         if result.attempts > 1:
             stats.inc_value("newsingest/store/retried_batches")
         for url, error in result.failed:
@@ -196,8 +215,9 @@ class StorePipeline:
     def _batch_failed(self, failure: Any, batch: list[dict[str, Any]]) -> None:
         """The database stayed unreachable: count the loss and stop crawling."""
         message = failure.getErrorMessage().splitlines()[0] if failure.getErrorMessage() else str(failure)
-        self.stats.inc_value("newsingest/store/failed", len(batch))
-        logger.error("a batch of %d articles could not be stored: %s", len(batch), message)
+        articles = sum(1 for record in batch if not record.get("url_only"))
+        self.stats.inc_value("newsingest/store/failed", articles)
+        logger.error("a batch of %d articles could not be stored: %s", articles, message)
         if self.fatal_error is None:
             self.fatal_error = message[:500]
             engine = self.crawler.engine

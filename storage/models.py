@@ -186,6 +186,12 @@ class CrawlRun(Base):
     hostname: Mapped[str | None] = mapped_column(String(255))
     pid: Mapped[int | None] = mapped_column(Integer)
     stats: Mapped[dict[str, Any] | None]
+    # Scale-out (docs/scale-out.md): the Scrapyd node the scheduler dispatched the crawl to (NULL for a
+    # local subprocess), the unique Scrapyd job id of that attempt, and the crawl's last sign of life,
+    # which tells a scheduler on another machine whether anything still writes for this run.
+    node: Mapped[str | None] = mapped_column(String(255))
+    job_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    heartbeat_at: Mapped[datetime | None]
 
 
 class SourceLease(Base):
@@ -203,4 +209,21 @@ class SourceLease(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
-RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "abandoned")
+RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "abandoned", "lost")
+
+
+class ArticleUrl(Base):
+    """Every URL an article's page was fetched under, with that URL's own HTTP validators.
+
+    The canonical page, its spellings and the pages that only declare it canonical (syndicated,
+    AMP and print copies) each get a row, so a recrawl finds any of them before the request
+    (`Repository.validators_for`): a copy is skipped or asked conditionally, not extracted again.
+    """
+
+    __tablename__ = "article_urls"
+
+    url: Mapped[str] = mapped_column(Text, primary_key=True)  # crawler.urls.canonicalize_url of the fetched URL
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"), index=True)
+    http_etag: Mapped[str | None] = mapped_column(Text)
+    http_last_modified: Mapped[str | None] = mapped_column(Text)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)

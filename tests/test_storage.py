@@ -7,8 +7,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from scrapy.exceptions import DropItem
+from scrapy.utils.test import get_crawler
 from sqlalchemy import inspect, select, text
 
+from pipelines.dedupe import DedupePipeline
+from pipelines.store import to_record
 from storage.db import create_db_engine
 from storage.migrate import SchemaError, current_revision, ensure_schema, head_revision, upgrade
 from storage.models import Article, ArticleVersion, Base
@@ -165,3 +169,55 @@ def test_run_records_and_abandoned_runs(repo: Repository) -> None:
     assert repo.abandon_stale_runs("demo") == 1
     assert repo.get_run(stale).status == "abandoned"
     assert [r.id for r in repo.recent_runs(source="demo")] == [stale, run_id]
+
+
+def test_a_copy_stored_first_gives_way_to_the_canonical_pages_own_text(repo: Repository) -> None:
+    """A syndicated or AMP copy that declares the canonical URL was stored first (crawl order): the
+    canonical page's own text replaces it in place, without a new version; copies never replace it back."""
+    copy = {**record("https://example.com/original/", body="An edited copy.", etag='"copy"', title="Update: Edited"),
+            "url": "https://example.com/copy/"}
+    own = record("https://example.com/original/index.html?utm_source=rss", body="The original text.", etag='"v1"',
+                 canonical_url="https://example.com/original/")
+    assert repo.upsert_articles([copy]).inserted == 1
+    result = repo.upsert_articles([own])
+    assert (result.replaced, result.updated, result.unchanged) == (1, 0, 0)
+    with repo.sessions() as session:
+        article = session.scalar(select(Article))
+        assert article is not None
+        assert (article.body, article.title, article.version, article.http_etag, article.url) == (
+            "The original text.", "A headline", 1, '"v1"', own["url"])
+        versions = session.scalars(select(ArticleVersion).where(ArticleVersion.article_id == article.id)).all()
+        assert [(v.version, v.title, v.body) for v in versions] == [(1, "A headline", "The original text.")]
+    assert repo.upsert_articles([copy]).unchanged == 1  # the copy again: no change, no version
+    assert repo.upsert_articles([own]).unchanged == 1
+    updated = repo.upsert_articles([{**own, "body": "The original, corrected.", "content_hash": "h-corrected"}])
+    assert updated.updated == 1
+
+
+def test_the_same_row_whichever_of_copy_and_canonical_page_the_crawl_meets_first(repo: Repository) -> None:
+    """Through the dedupe stage (which lets the canonical page through after its copy, not the reverse)
+    into one batch: the stored row is the canonical page's own text, version 1, in either order."""
+    rows = {}
+    for order in ("copy-first", "own-first"):
+        original = f"https://example.com/{order}/original/"
+        copy = {"url": f"https://example.com/{order}/copy/", "declared_canonical_url": original,
+                "body": "An edited copy.", "title": "Analysis: Edited"}
+        own = {"url": original + "?utm_source=rss", "declared_canonical_url": original,
+               "body": "The original text.", "title": "A headline"}
+        dedupe = DedupePipeline(get_crawler())
+        batch = []
+        for item in ([copy, own] if order == "copy-first" else [own, copy]):
+            try:
+                kept = dedupe.process_item({**record(""), **item})
+            except DropItem:
+                continue
+            batch.append(to_record(kept))
+        assert len(batch) == (2 if order == "copy-first" else 1)
+        repo.upsert_articles(batch)
+        with repo.sessions() as session:
+            article = session.scalar(select(Article).where(Article.canonical_url == original))
+            versions = session.scalars(select(ArticleVersion).where(ArticleVersion.article_id == article.id)).all()
+            rows[order] = (article.title, article.body, article.version,
+                           [(v.version, v.title, v.body) for v in versions])
+    assert rows["copy-first"] == rows["own-first"] == (
+        "A headline", "The original text.", 1, [(1, "A headline", "The original text.")])

@@ -16,6 +16,7 @@ from crawler.urls import (
     TRACKING_PREFIXES,
     canonicalize_url,
     choose_canonical,
+    is_own_page,
     is_tracking_param,
     strip_tracking,
     strip_variant,
@@ -307,3 +308,24 @@ def test_url_fingerprint() -> None:
         url_fingerprint(url)
     )
     assert url_fingerprint("https://xn--bcher-kva.de/caf%C3%A9") != url_fingerprint("https://xn--bcher-kva.de/cafe")
+
+
+# (fetched URL, canonical URL, is it the canonical page itself?)
+OWN_PAGE = [
+    (ONE_ARTICLE, ONE_ARTICLE, True),
+    ("HTTPS://WWW.EXAMPLE.COM:443/world/2024/05/01/flood-warning-a000123/index.html?utm_source=rss#c", ONE_ARTICLE,
+     True),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/?ref=mostread", ONE_ARTICLE, True),
+    # another page that declares it canonical: a syndicated copy, an AMP or print rendering
+    ("https://www.example.com/business/2024/05/01/flood-warning-s00012/", ONE_ARTICLE, False),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/amp/", ONE_ARTICLE, False),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123/?print=1", ONE_ARTICLE, False),
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123", ONE_ARTICLE, False),  # before its 301
+    ("", ONE_ARTICLE, False),
+    ("mailto:desk@example.com", ONE_ARTICLE, False),
+]
+
+
+@pytest.mark.parametrize(("fetched", "canonical", "own"), OWN_PAGE)
+def test_is_own_page(fetched: str, canonical: str, own: bool) -> None:
+    assert is_own_page(fetched, canonical) is own
