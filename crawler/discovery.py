@@ -71,9 +71,29 @@ def _local(tag: object) -> str:
     return tag.rpartition("}")[2].lower()
 
 
+class EntityRefused(ValueError):
+    """A document declares or references entities: refused rather than silently mangled.
+
+    Entities are never expanded or fetched (XXE, billion laughs); a declared one
+    is refused outright, an unresolved reference inside a field stops the parse,
+    because dropping it would turn ``https://site/&e;`` into a request for ``https://site/``.
+    """
+
+
 def _text(elem: etree._Element) -> str | None:
+    for child in elem:
+        if isinstance(child, etree._Entity):
+            raise EntityRefused(f"unresolved entity reference {child.text} in <{_local(elem.tag)}>")
     text = (elem.text or "").strip()
     return text or None
+
+
+def _declared_entities(elem: etree._Element) -> list[str]:
+    """Entities (general and parameter) declared in the document's internal DTD subset."""
+    dtd = elem.getroottree().docinfo.internalDTD
+    if dtd is None:
+        return []
+    return [f"{entity.name} ({entity.system_url or 'internal'})" for entity in dtd.iterentities()]
 
 
 def parse_listing(body: bytes, base_url: str) -> Listing:
@@ -81,7 +101,9 @@ def parse_listing(body: bytes, base_url: str) -> Listing:
 
     Uses a non-recovering, entity-free parser: a malformed document yields
     the entries before the error plus an error message, never a silent
-    empty result.
+    empty result. Nothing is ever fetched or read on the document's behalf
+    (no network, no DTD loading, no entity expansion); a document that declares
+    entities is refused with an error, as no sitemap or feed needs them.
     """
     parser_events = ("start", "end")
     listing = Listing(kind="unknown")
@@ -98,6 +120,10 @@ def parse_listing(body: bytes, base_url: str) -> Listing:
                     root_seen = True
                     listing.kind = {"sitemapindex": "sitemapindex", "urlset": "urlset", "rss": "rss",
                                     "feed": "atom", "rdf": "rdf"}.get(tag, "unknown")
+                    declared = _declared_entities(elem)
+                    if declared:
+                        listing.error = f"entity declarations are refused: {', '.join(declared[:5])}"
+                        return listing
                     if listing.kind == "unknown":
                         listing.error = f"not a sitemap or feed (root element <{tag}>)"
                         return listing
@@ -113,6 +139,8 @@ def parse_listing(body: bytes, base_url: str) -> Listing:
                         del parent[0]
     except etree.XMLSyntaxError as exc:
         listing.error = f"XML error: {exc}"
+    except EntityRefused as exc:
+        listing.error = str(exc)
     if listing.kind == "unknown" and listing.error is None:
         listing.error = "empty document"
     return listing

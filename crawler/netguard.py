@@ -8,6 +8,12 @@ middleware again), and on the target of proxied requests (resolved here,
 since the proxy would resolve it out of our sight). Only http and https are
 fetched. A source that must reach private addresses says so with
 `allow_private_networks = true` (the setting NEWSINGEST_ALLOW_PRIVATE_NETWORKS).
+
+An HTTP proxy named in the environment (`http_proxy`, `https_proxy`: the ones
+Scrapy's HttpProxyMiddleware uses) is the operator's choice and usually sits on
+a private address: the resolver lets the connection to it through (else every
+proxied fetch would fail as a DNS error), while the middleware checks what the
+proxy is asked to fetch, and refuses pages that point at the proxy itself.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import socket
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import getproxies
 
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
@@ -106,6 +113,17 @@ _blocked_names: dict[str, str] = {}
 _BLOCKED_NAMES_MAX = 10_000
 
 
+def environment_proxy_hosts() -> frozenset[str]:
+    """Host names of the HTTP proxies configured in the environment, as Scrapy reads them."""
+    hosts = set()
+    for scheme, url in getproxies().items():
+        if scheme in ALLOWED_SCHEMES:
+            host = urlsplit(url if "://" in url else f"http://{url}").hostname
+            if host:
+                hosts.add(host)
+    return frozenset(hosts)
+
+
 def allow_private_networks_in_process(allow: bool) -> None:
     """Record the crawled source's `allow_private_networks` for this process's resolver."""
     global _process_allows_private
@@ -121,12 +139,15 @@ class GuardedResolver(CachingThreadedResolver):
     """Scrapy's caching resolver, refusing names that resolve to non-public addresses.
 
     Every hostname connection goes through here, including spellings such as
-    `127.1`, `0x7f.1` or `2130706433` that the system resolver accepts.
+    `127.1`, `0x7f.1` or `2130706433` that the system resolver accepts (and even
+    IP literals, for connections Twisted makes to a proxy). The environment's
+    proxies are let through: the middleware has checked the target they fetch.
     """
 
     def __init__(self, reactor: Any, cache_size: int, timeout: float, allow_private: bool) -> None:
         super().__init__(reactor, cache_size, timeout)
         self.allow_private = allow_private
+        self.proxy_hosts = environment_proxy_hosts()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, reactor: Any) -> GuardedResolver:
@@ -138,7 +159,7 @@ class GuardedResolver(CachingThreadedResolver):
     def getHostByName(self, name: str, timeout: Any = ()) -> defer.Deferred[str]:
         deferred = super().getHostByName(name, timeout)
         allow = self.allow_private if _process_allows_private is None else _process_allows_private
-        if not allow:
+        if not allow and name not in self.proxy_hosts:
             deferred.addCallback(self._check, name)
         return deferred
 
@@ -158,6 +179,7 @@ class AddressGuardMiddleware:
     def __init__(self, crawler: Crawler, allow_private: bool) -> None:
         self.stats = crawler.stats
         self.allow_private = allow_private
+        self.proxy_hosts = environment_proxy_hosts()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> AddressGuardMiddleware:
@@ -177,8 +199,10 @@ class AddressGuardMiddleware:
             reason = non_public_reason(ip)
             if reason:
                 self._block(request, reason, "private_address")
-        elif request.meta.get("proxy"):
-            # The proxy resolves the name where our resolver cannot see it: resolve it here.
+        elif request.meta.get("proxy") or host in self.proxy_hosts:
+            # The proxy resolves the name where our resolver cannot see it: resolve it here. A page
+            # pointing at the proxy itself (not proxied: no_proxy, another scheme) is checked here
+            # too, as the resolver lets the proxy's name through.
             infos = await maybe_deferred_to_future(deferToThread(
                 socket.getaddrinfo, host, parts.port or (443 if parts.scheme == "https" else 80),
                 0, socket.SOCK_STREAM))

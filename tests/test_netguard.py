@@ -36,3 +36,17 @@ def test_public_addresses_pass(address: str) -> None:
 def test_literal_hosts(host: str, literal: str | None) -> None:
     ip = literal_host(host)
     assert (str(ip) if ip else None) == literal
+
+
+def test_environment_proxy_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resolver lets these through (the proxy may be private); the middleware checks what they fetch."""
+    from crawler.netguard import environment_proxy_hosts
+
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ftp_proxy", "FTP_PROXY", "all_proxy",
+                 "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert environment_proxy_hosts() == frozenset()
+    monkeypatch.setenv("http_proxy", "http://user:pw@proxy.internal:3128")
+    monkeypatch.setenv("https_proxy", "10.0.0.5:8080")
+    monkeypatch.setenv("ftp_proxy", "http://ftp-proxy.internal:21")  # not a scheme we fetch
+    assert environment_proxy_hosts() == frozenset({"proxy.internal", "10.0.0.5"})
