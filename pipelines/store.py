@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -29,6 +30,7 @@ from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.utils.defer import maybe_deferred_to_future
+from sqlalchemy.exc import OperationalError
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -49,17 +51,36 @@ class StoreError(Exception):
 
 
 _writer_repository: Repository | None = None
+_writer_url: str | None = None
+WRITER_CONNECT_SECONDS = 120.0  # as long as the repository retries a batch on a lost connection
 
 
 def _init_writer(database_url: str | None) -> None:
-    global _writer_repository
-    _writer_repository = open_repository(database_url)
+    # Connect on the first batch, not here: an initializer that raises (the database away at the
+    # moment the writer starts) breaks the pool, and every later batch of the crawl would be lost.
+    global _writer_url
+    _writer_url = database_url
+
+
+def _open_retrying(database_url: str | None, seconds: float = WRITER_CONNECT_SECONDS) -> Repository:
+    """The writer's repository, waiting with backoff while the database is unreachable."""
+    delay, give_up_at = 0.5, time.monotonic() + seconds
+    while True:
+        try:
+            return open_repository(database_url)
+        except OperationalError:
+            if time.monotonic() + delay > give_up_at:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _write_batch(batch: list[dict[str, Any]], run_id: int | None) -> StoreResult:
     """Writer process: one batch through the repository; errors come back as picklable text."""
-    assert _writer_repository is not None, "writer not initialised"
+    global _writer_repository
     try:
+        if _writer_repository is None:
+            _writer_repository = _open_retrying(_writer_url)
         return _writer_repository.upsert_articles(batch, run_id)
     except Exception as exc:
         raise StoreError(f"{type(exc).__name__}: {exc}") from None
