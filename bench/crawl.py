@@ -13,9 +13,12 @@ in robots.txt):
 * newsingest: ``newsingest crawl`` (real spider, extraction, pipelines, database).
 
 Each crawl runs in its own process; CPU time is its rusage including every child
-process it waited for (the extraction pool), peak RSS is sampled every 50 ms over
-the whole process tree (sum of RSS). nginx is not counted. A benchmark script,
-not a test: paste its output in closing notes. Needs psutil and nginx.
+process it waited for (extraction workers, the writer process), peak RSS is sampled
+every 50 ms over the whole process tree (sum of RSS). nginx is not counted; its
+access log counts the pages fetched so far, so the RSS of newsingest is printed at
+every 5,000 pages fetched (the flat-memory check: RSS at 50,000 pages within 100 MB
+of RSS at 5,000). A benchmark script, not a test: paste its output in closing
+notes. Needs psutil and nginx.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ class Result:
     peak_rss: int = 0
     pages: int = 0
     articles: int | None = None
-    rss_trace: list[tuple[float, int]] = field(default_factory=list)
+    rss_trace: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds, tree RSS, pages fetched)
     exit_code: int = 0
     sampled_child_cpu: float = 0.0  # CPU of child processes as last sampled (a check on rusage)
 
@@ -125,10 +128,30 @@ def tree_rss(proc: psutil.Process) -> int:  # noqa: F821
     return total
 
 
-def measure(name: str, cmd: list[str], env: dict[str, str], log_path: Path) -> Result:
+class AccessLog:
+    """Requests nginx logged since this object was made (one line each): pages fetched so far."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path is not None and path.exists() else 0
+        self.lines = 0
+
+    def count(self) -> int:
+        if self.path is None or not self.path.exists():
+            return self.lines
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        self.offset += len(data)
+        self.lines += data.count(b"\n")
+        return self.lines
+
+
+def measure(name: str, cmd: list[str], env: dict[str, str], log_path: Path, access_log: Path | None = None) -> Result:
     import psutil
 
     result = Result(name)
+    fetched = AccessLog(access_log)
     with open(log_path, "wb") as log:
         started = time.perf_counter()
         popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -146,7 +169,7 @@ def measure(name: str, cmd: list[str], env: dict[str, str], log_path: Path) -> R
                             child_cpu[child.pid] = times.user + times.system
                 rss = tree_rss(proc)
                 result.peak_rss = max(result.peak_rss, rss)
-                result.rss_trace.append((time.perf_counter() - started, rss))
+                result.rss_trace.append((time.perf_counter() - started, rss, fetched.count()))
                 stop.wait(0.05)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -195,7 +218,7 @@ def build_site(args: argparse.Namespace, env: dict[str, str]) -> tuple[Path, int
 def start_nginx(site: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     if not shutil.which("nginx"):
         sys.exit("bench/crawl.py needs nginx (apt-get install -y nginx)")
-    proc = subprocess.Popen([sys.executable, "-m", "newssite", "nginx", str(site), "--no-faults",
+    proc = subprocess.Popen([sys.executable, "-m", "newssite", "nginx", str(site), "--no-faults", "--access-log",
                              "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     for _ in range(100):
         try:
@@ -238,6 +261,7 @@ def count_rows(url: str) -> tuple[int, int]:
 def newsingest_settings(args: argparse.Namespace) -> dict[str, object]:
     settings: dict[str, object] = dict(COMMON_SETTINGS)
     settings["NEWSINGEST_EXTRACT_WORKERS"] = args.workers
+    settings["NEWSINGEST_EXTRACT_MAX_INFLIGHT"] = args.max_inflight
     settings["NEWSINGEST_STORE_BATCH_SIZE"] = args.batch_size
     for item in args.set:
         name, _, value = item.partition("=")
@@ -261,12 +285,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="run the three crawls this many times, in turn")
     parser.add_argument("--only", action="append", choices=("fetch", "naive", "newsingest"),
                         help="run only these crawlers (repeatable)")
-    parser.add_argument("--workers", default="0", help="NEWSINGEST_EXTRACT_WORKERS for newsingest")
-    parser.add_argument("--batch-size", type=int, default=200, help="NEWSINGEST_STORE_BATCH_SIZE")
+    parser.add_argument("--workers", default="auto", help="NEWSINGEST_EXTRACT_WORKERS for newsingest")
+    parser.add_argument("--max-inflight", type=int, default=16, help="NEWSINGEST_EXTRACT_MAX_INFLIGHT")
+    parser.add_argument("--batch-size", type=int, default=100, help="NEWSINGEST_STORE_BATCH_SIZE")
     parser.add_argument("-s", "--set", action="append", default=[], help="extra -s NAME=VALUE for newsingest")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "newsingest-bench"))
     parser.add_argument("--newssite", default=str(ROOT.parent / "shared" / "bench"))
-    parser.add_argument("--rss-trace", action="store_true", help="print newsingest's RSS every 5,000 pages")
+    parser.add_argument("--rss-step", type=int, default=5000, help="print newsingest's RSS every this many pages")
     parser.add_argument("--spider", choices=("fetch", "naive"), help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--stats", help=argparse.SUPPRESS)
@@ -304,7 +329,7 @@ def main() -> int:
                     else:
                         cmd = [sys.executable, str(Path(__file__).resolve()), "--spider", kind, "--base-url", base,
                                "--stats", str(stats_path)]
-                    result = measure(kind, cmd, env, log_path)
+                    result = measure(kind, cmd, env, log_path, site / "nginx" / "access.log")
                     if kind == "newsingest":
                         result.articles, result.pages = count_rows(db_url)
                     elif stats_path.exists():
@@ -358,17 +383,29 @@ def report(args: argparse.Namespace, results: dict[str, list[Result]], settings:
             per_rep = [n.pages_per_s / v.pages_per_s for n, v in zip(results["newsingest"], results["naive"],
                                                                       strict=False)]
             print("per-run newsingest/naive: " + ", ".join(f"{x:.2f}" for x in per_rep))
-    if args.rss_trace and "newsingest" in rows:
-        r = rows["newsingest"]
-        rate = r.pages / r.wall if r.wall else 0
-        print("newsingest RSS over the crawl (pages estimated from elapsed time at the mean rate):")
-        step = 5000
-        marks = list(range(step, r.pages + 1, step))
+    if "newsingest" in rows:
+        print_rss_trace(rows["newsingest"], args.rss_step)
+
+
+def print_rss_trace(r: Result, step: int) -> None:
+    """Tree RSS when the crawl had fetched each multiple of `step` pages (nginx's access log), and at the end."""
+    if not r.rss_trace or not r.rss_trace[-1][2]:
+        return
+    print(f"newsingest RSS over the crawl (tree RSS when nginx had served N requests; step {step}):")
+    marks = [*range(step, r.rss_trace[-1][2] + 1, step)]
+    at: dict[int, int] = {}
+    peak = 0
+    for _t, rss, pages in r.rss_trace:
+        peak = max(peak, rss)
         for mark in marks:
-            t = mark / rate
-            rss = max((v for ts, v in r.rss_trace if ts <= t), default=0)
-            now = min(r.rss_trace, key=lambda tv: abs(tv[0] - t))[1]
-            print(f"  ~{mark:>6} pages: RSS {fmt_mb(now)} MB (peak so far {fmt_mb(rss)} MB)")
+            if mark not in at and pages >= mark:
+                at[mark] = rss
+                print(f"  {mark:>7} pages: RSS {fmt_mb(rss)} MB (peak so far {fmt_mb(peak)} MB)")
+    if len(at) >= 2:
+        first, last = at[marks[0]], at[max(at)]
+        growth = (last - first) / 2**20
+        print(f"  RSS at {max(at)} pages - RSS at {marks[0]} pages: {growth:+.0f} MB "
+              f"(goal <= 100)  {'MET' if growth <= 100 else 'NOT MET'}")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,20 @@ copy; decoding happens in the worker), which decodes, extracts and decides
 whether the page is an article exactly as the spider did inline
 (``extract_page(...).is_article`` and ``source.is_article_url``).
 
-Nothing here knows Scrapy: ``process_page`` is a pure function of
-``(source, url, body, content_type)``. ``ExtractPool`` wraps a
+Pooled pages are *prepared* in the worker (``prepare_page``): besides the
+extraction, the validate stage's check (``rejection_reason`` on the raw
+fields) and the clean stage's ``clean_fields`` run there too, so the reactor
+thread only gets a small dict of finished fields back (a ``PreparedArticle``,
+which the validate and clean stages pass through). Same functions, same
+order, same results as the inline path; only the process differs.
+
+Nothing here knows Scrapy: ``process_page`` / ``prepare_page`` are pure
+functions of the source and the page. ``ExtractPool`` wraps a
 ``ProcessPoolExecutor`` (spawn context, so workers never inherit the
-reactor; each imports the extractor once, in its initializer).
+reactor and import only the extractor, not Scrapy or SQLAlchemy; each
+imports it once, in its initializer) and takes pages in batches, so the
+per-task cost of the executor (pickling, its feeder and result threads,
+which take the parent's GIL) is paid once per batch.
 """
 
 from __future__ import annotations
@@ -23,9 +33,10 @@ import os
 import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from crawler.items import ArticleItem
 from crawler.sources import Source
 
 logger = logging.getLogger(__name__)
@@ -57,8 +68,27 @@ class PageResult:
 
     outcome: str  # ARTICLE / NOT_ARTICLE / ERROR
     encoding_how: str | None = None  # decode_html's "how" (declared, bom, utf-8, detected, fallback)
-    fields: dict[str, Any] | None = None  # raw extracted fields when outcome == ARTICLE
+    # raw extracted fields when outcome == ARTICLE; for a prepared page, the item's cleaned fields
+    fields: dict[str, Any] | None = None
     error: str | None = None  # traceback text when outcome == ERROR
+    rejected: str | None = None  # prepared pages: the validate stage's reason (on the raw fields), or None
+
+
+@dataclass(slots=True)
+class PreparedArticle(ArticleItem):
+    """An article item already validated and cleaned by ``prepare_page`` (the validate and clean stages
+    pass it through; every other stage treats it as an ``ArticleItem``)."""
+
+    minhash: bytes | None = None  # the near-duplicate signature of the cleaned body, when the store takes it
+
+
+@dataclass(frozen=True, slots=True)
+class Preparation:
+    """What ``prepare_page`` needs from the crawl's settings (the validate and clean stages' own)."""
+
+    min_body_chars: int = 200  # NEWSINGEST_MIN_BODY_CHARS
+    site_name: str | None = None  # NEWSINGEST_SITE_NAME (the clean stage's fallback)
+    minhash: bool = False  # compute the signature here (only when the store passes it to the repository)
 
 
 def process_page(source: Source, url: str, body: bytes, content_type: str | None,
@@ -77,18 +107,84 @@ def process_page(source: Source, url: str, body: bytes, content_type: str | None
     return PageResult(NOT_ARTICLE, how)
 
 
+def article_values(source: Source, page: RawPage, fields: dict[str, Any]) -> dict[str, Any]:
+    """The ``ArticleItem`` fields for a page and its raw extracted fields (the item the pipeline works on)."""
+    return {
+        "source": source.name,
+        "url": page.url,
+        "declared_canonical_url": fields.get("canonical_url"),
+        "title": fields.get("title"),
+        "subtitle": fields.get("subtitle"),
+        "body": fields.get("body"),
+        "authors": list(fields.get("authors") or []),
+        "published_at": fields.get("published_at"),
+        "modified_at": fields.get("modified_at"),
+        "language": fields.get("language") or source.language,
+        "section": fields.get("section"),
+        "tags": list(fields.get("tags") or []),
+        "image_url": fields.get("image_url"),
+        "site_name": fields.get("site_name") or source.site_name,
+        "fetched_at": page.fetched_at or datetime.now(UTC),
+        "http_status": page.http_status,
+        "etag": page.etag,
+        "last_modified": page.last_modified,
+    }
+
+
+_ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(ArticleItem))
+
+
+def prepare_page(source: Source, page: RawPage, prep: Preparation) -> PageResult:
+    """``process_page``, then what the validate and clean stages would do to the item, in their order.
+
+    Validation runs on the raw fields (as ValidatePipeline sees them), cleaning is
+    ``clean_fields`` with the clean stage's site name; the result's ``fields`` are
+    the finished item's (``PreparedArticle(**fields)``), so only a small dict
+    travels back from a worker.
+    """
+    from pipelines.clean import clean_fields
+    from pipelines.validate import rejection_reason
+
+    result = process_page(source, page.url, page.body, page.content_type, page.meta.get("hints"))
+    if result.outcome != ARTICLE or result.fields is None:
+        return result
+    values = article_values(source, page, result.fields)
+    result.rejected = rejection_reason(values, prep.min_body_chars)
+    if result.rejected is not None:
+        result.fields = None
+        return result
+    cleaned = clean_fields(values, site_name=values["site_name"] or prep.site_name)
+    for key, value in cleaned.items():  # the clean stage only writes the item's own fields
+        if key in _ITEM_FIELDS:
+            values[key] = value
+    if prep.minhash:
+        from storage.signature import minhash
+
+        values["minhash"] = minhash(values["body"] or "")
+    result.fields = values
+    return result
+
+
 # -- the worker side -------------------------------------------------------------------
 
 _worker_source: Source | None = None
+_worker_prep = Preparation()
 
 
-def _init_worker(source: Source, log_level: int) -> None:
-    global _worker_source
+def _init_worker(source: Source, log_level: int, prep: Preparation = _worker_prep) -> None:
+    global _worker_source, _worker_prep
     _worker_source = source
+    _worker_prep = prep
     logging.basicConfig(level=log_level, format="%(asctime)s [%(name)s] %(levelname)s: %(message)s")
     # Import the extractor (lxml, trafilatura, htmldate, ...) once per worker, up front.
+    import trafilatura  # noqa: F401
+
     import crawler.encoding
     import crawler.extract  # noqa: F401
+    import pipelines.clean  # noqa: F401
+
+    if prep.minhash:
+        import storage.signature  # noqa: F401
 
 
 def _ready() -> int:
@@ -98,6 +194,11 @@ def _ready() -> int:
 def _work(url: str, body: bytes, content_type: str | None, hints: dict[str, Any] | None) -> PageResult:
     assert _worker_source is not None, "worker not initialised"
     return process_page(_worker_source, url, body, content_type, hints)
+
+
+def _work_batch(pages: list[RawPage]) -> list[PageResult]:
+    assert _worker_source is not None, "worker not initialised"
+    return [prepare_page(_worker_source, page, _worker_prep) for page in pages]
 
 
 def picklable(source: Source) -> Source:
@@ -130,20 +231,105 @@ def resolve_workers(value: Any) -> int:
 class ExtractPool:
     """A spawn-context process pool whose workers hold the source and the extractor."""
 
-    def __init__(self, source: Source, workers: int) -> None:
+    def __init__(self, source: Source, workers: int, prep: Preparation | None = None,
+                 log_level: int | None = None) -> None:
         if workers < 1:
             raise ValueError("an ExtractPool needs at least one worker")
         self.workers = workers
-        level = logging.getLogger().getEffectiveLevel()
+        # The crawl's LOG_LEVEL: Scrapy leaves the root logger at DEBUG and filters in its handler,
+        # and a worker logging every DEBUG line of trafilatura/htmldate spends its time formatting them.
+        level = logging.getLogger().getEffectiveLevel() if log_level is None else log_level
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init_worker, initargs=(picklable(source), level))
+                                            initializer=_init_worker,
+                                            initargs=(picklable(source), level, prep or Preparation()))
         # Start every worker now; `ready` completes once one of them has imported the extractor.
         futures = [self.executor.submit(_ready) for _ in range(workers)]
         self.ready: Future[int] = futures[0]
 
     def submit(self, url: str, body: bytes, content_type: str | None,
                hints: dict[str, Any] | None = None) -> Future[PageResult]:
+        """One page through ``process_page`` (raw fields)."""
         return self.executor.submit(_work, url, body, content_type, hints)
+
+    def submit_batch(self, pages: list[RawPage]) -> Future[list[PageResult]]:
+        """Pages through ``prepare_page``, in one task; results in the same order."""
+        return self.executor.submit(_work_batch, pages)
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+# -- the pipe worker (``python -m crawler.extract_pool``) -------------------------------------
+#
+# The crawl talks to these workers over their stdin/stdout from the reactor thread itself
+# (pipelines/extract.py ``WorkerPool``): no executor threads in the crawl process, whose hand-offs
+# each wait for the reactor thread to release the GIL (up to the 5 ms switch interval per hop)
+# and starved a ProcessPoolExecutor worker while the reactor was busy. Frames are a 4-byte
+# big-endian length and a pickle: first ``(source, log_level, preparation)``, then
+# ``(seq, RawPage)``; the worker answers ``(0, pid)`` once the extractor is imported, then
+# ``(seq, PageResult)`` per page, in order.
+
+_HEADER = 4
+
+
+def frame(obj: Any) -> bytes:
+    """One message: length prefix and pickle."""
+    import pickle
+
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(_HEADER, "big") + data
+
+
+def _read_exact(stream: Any, size: int) -> bytes | None:
+    chunks: list[bytes] = []
+    while size:
+        chunk = stream.read(size)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(stream: Any) -> Any:
+    import pickle
+
+    header = _read_exact(stream, _HEADER)
+    if header is None:
+        return None
+    data = _read_exact(stream, int.from_bytes(header, "big"))
+    return None if data is None else pickle.loads(data)
+
+
+def worker_main() -> int:
+    """Serve pages from stdin until it closes (the crawl closing its end)."""
+    # Frames go to the original stdout only; anything a library prints goes to stderr.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    stdin = os.fdopen(0, "rb")
+    init = _read_frame(stdin)
+    if init is None:
+        return 0
+    source, level, prep = init
+    _init_worker(source, level, prep)
+    out.write(frame((0, os.getpid())))
+    out.flush()
+    while True:
+        message = _read_frame(stdin)
+        if message is None:
+            return 0
+        seq, page = message
+        try:
+            result = prepare_page(source, page, prep)
+        except Exception:  # never lose a page's answer: the crawl waits for it
+            result = PageResult(ERROR, error=traceback.format_exc(limit=8))
+        out.write(frame((seq, result)))
+        out.flush()
+
+
+if __name__ == "__main__":
+    # Run the imported module's loop, not this __main__ copy's: results must pickle as
+    # crawler.extract_pool.PageResult, which the crawl can load.
+    from crawler.extract_pool import worker_main as _main
+
+    raise SystemExit(_main())

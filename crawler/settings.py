@@ -93,11 +93,13 @@ NEWSINGEST_STORE_MAX_PENDING_BATCHES = 4
 # ORM work stays off the reactor's GIL); "thread": by a thread of the crawl process.
 NEWSINGEST_STORE_WRITER = "process"
 # Extraction (pipelines/extract.py, docs/performance.md): worker processes ("auto" = cores - 1,
-# 0 = inline on the reactor thread), pages extracted inline before the pool starts, and pages
-# in the pool at once (0 = 8 per worker; beyond it Scrapy's back-pressure holds downloads).
-NEWSINGEST_EXTRACT_WORKERS = os.environ.get("NEWSINGEST_EXTRACT_WORKERS", "0")
+# 0 = inline on the reactor thread), pages extracted inline before the pool starts, pages in the
+# pool at once (0 = 4 per worker), and whether a page that finds the pool full is extracted
+# inline (else it waits: Scrapy's back-pressure holds downloads).
+NEWSINGEST_EXTRACT_WORKERS = os.environ.get("NEWSINGEST_EXTRACT_WORKERS", "auto")
 NEWSINGEST_EXTRACT_POOL_MIN_PAGES = 50
 NEWSINGEST_EXTRACT_MAX_INFLIGHT = 0
+NEWSINGEST_EXTRACT_STEAL = True
 # Incremental crawls (crawler/middlewares.py IncrementalMiddleware): an article URL already stored
 # is not requested again, unless published less than this many days ago; then it is requested
 # with If-None-Match / If-Modified-Since, and a 304 only moves its last_seen_at.

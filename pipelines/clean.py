@@ -368,16 +368,25 @@ def clean_fields(fields: dict[str, Any], *, site_name: str | None = None) -> dic
 
 
 class CleanPipeline:
-    """Stage: clean every item in place through ``ItemAdapter`` (works for any item type)."""
+    """Stage: clean every item in place through ``ItemAdapter`` (works for any item type).
+
+    A ``PreparedArticle`` was cleaned by ``clean_fields`` in an extraction worker
+    (crawler/extract_pool.py ``prepare_page``, with this stage's site name) and passes through.
+    """
 
     def __init__(self, site_name: str | None = None) -> None:
+        from crawler.extract_pool import PreparedArticle
+
         self.site_name = site_name
+        self.prepared = PreparedArticle
 
     @classmethod
     def from_crawler(cls, crawler: Any) -> CleanPipeline:
         return cls(site_name=crawler.settings.get("NEWSINGEST_SITE_NAME") or None)
 
     def process_item(self, item: Any) -> Any:
+        if type(item) is self.prepared:
+            return item
         from itemadapter import ItemAdapter
 
         adapter = ItemAdapter(item)
