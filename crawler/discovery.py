@@ -26,6 +26,7 @@ class SitemapEntry:
     lastmod: str | None = None
     news_title: str | None = None
     news_publication_date: str | None = None
+    published: str | None = None  # a feed item's pubDate / dc:date / Atom published, as written
 
 
 @dataclass(slots=True)
@@ -165,24 +166,29 @@ def _entry(kind: str, tag: str, elem: etree._Element, base_url: str) -> SitemapE
     if kind in ("rss", "rdf") and tag == "item":
         link = None
         guid_link = None
+        published = None
         for child in elem:
             name = _local(child.tag)
             if name == "link" and _text(child):
                 link = _text(child)
             elif name == "guid" and child.get("isPermaLink", "true").lower() == "true" and _text(child):
                 guid_link = _text(child)
+            elif name in ("pubdate", "date") and published is None:
+                published = _text(child)
         link = link or guid_link or elem.get("{http://www.w3.org/1999/02/22-rdf-syntax-ns#}about")
-        return SitemapEntry(urljoin(base_url, link)) if link else None
+        return SitemapEntry(urljoin(base_url, link), published=published) if link else None
     if kind == "atom" and tag == "entry":
         href = None
+        published = None
         for child in elem:
-            if _local(child.tag) != "link":
-                continue
-            rel = child.get("rel", "alternate")
-            if rel == "alternate" and child.get("href"):
-                href = child.get("href")
-                break
-        return SitemapEntry(urljoin(base_url, href)) if href else None
+            name = _local(child.tag)
+            if name == "published":
+                published = _text(child)
+            elif name == "link" and not href:
+                rel = child.get("rel", "alternate")
+                if rel == "alternate" and child.get("href"):
+                    href = child.get("href")
+        return SitemapEntry(urljoin(base_url, href), published=published) if href else None
     return None
 
 

@@ -53,6 +53,24 @@ def test_rss_and_atom_links() -> None:
     assert [e.loc for e in listing.entries] == ["https://news.example.com/world/a/"]
 
 
+def test_feed_item_publication_times() -> None:
+    """A feed's item dates reach the spider as hints: RSS pubDate, RDF dc:date, Atom published."""
+    rss = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>x</title>
+<item><link>https://news.example.com/a/</link><pubDate>Thu, 20 Feb 2025 19:29:55 +0000</pubDate></item>
+<item><link>https://news.example.com/b/</link></item></channel></rss>"""
+    assert [e.published for e in parse_listing(rss, BASE).entries] == ["Thu, 20 Feb 2025 19:29:55 +0000", None]
+    rdf = b"""<?xml version="1.0"?><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+ xmlns="http://purl.org/rss/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/">
+<item rdf:about="https://news.example.com/c/"><link>https://news.example.com/c/</link>
+<dc:date>2025-02-20T19:29:55Z</dc:date></item></rdf:RDF>"""
+    assert [e.published for e in parse_listing(rdf, BASE).entries] == ["2025-02-20T19:29:55Z"]
+    atom = b"""<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>
+<entry><link href="/world/a/"/><updated>2025-02-21T08:00:00Z</updated>
+<published>2025-02-20T19:29:55Z</published></entry></feed>"""
+    entries = parse_listing(atom, BASE).entries
+    assert [(e.loc, e.published) for e in entries] == [("https://news.example.com/world/a/", "2025-02-20T19:29:55Z")]
+
+
 def test_malformed_sitemap_keeps_urls_before_the_error() -> None:
     body = (b'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
             b"<url><loc>https://news.example.com/1/</loc></url>"

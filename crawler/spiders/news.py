@@ -11,6 +11,7 @@ article pages into `ArticleItem`s in worker processes, the pipelines do the rest
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from scrapy.crawler import Crawler
 from scrapy.http import Request, Response, TextResponse
 from scrapy.linkextractors import IGNORED_EXTENSIONS, LinkExtractor
 
-from crawler.discovery import DecompressionError, maybe_gunzip, parse_listing, sitemaps_from_robots
+from crawler.discovery import DecompressionError, SitemapEntry, maybe_gunzip, parse_listing, sitemaps_from_robots
 from crawler.extract_pool import RawPage
 from crawler.middlewares import PAGE_KIND, NotModified, SeenRequest
 from crawler.netguard import allow_private_networks_in_process
@@ -28,6 +29,12 @@ from crawler.sources import Source, load_source, resolve_sources_path
 from crawler.urls import strip_tracking
 
 logger = logging.getLogger(__name__)
+
+# Section and start pages before the articles sitemaps list: their teasers carry publication
+# times the article pages may lack, and a page's hints must be known before it is fetched.
+LINKED_PRIORITY = 6
+LISTED_PRIORITY = 5
+_FULL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 # Documents that are never HTML pages worth following from a page.
 _NOT_PAGES = [*IGNORED_EXTENSIONS, "xml", "rss", "atom", "gz", "json", "txt", "ics", "vcf"]
@@ -60,6 +67,10 @@ class NewsSpider(scrapy.Spider):
         super().__init__(*args, **kwargs)
         self.source_name = source
         self.sources_file = sources_file
+        # What listings said of a URL (publication time, lastmod), shared with the request that
+        # will fetch it: a later listing of the same URL is dropped by the dupefilter, but its
+        # hints are merged into the first request's. Emptied as pages arrive or are skipped.
+        self._listed_hints: dict[str, dict[str, str]] = {}
 
     @property
     def _links(self) -> LinkExtractor:
@@ -84,7 +95,7 @@ class NewsSpider(scrapy.Spider):
             yield Request(url, callback=callback, errback=self.on_error, priority=10,
                           meta={"newsingest_kind": "sitemap"})
         for url in source.start_urls:
-            yield Request(url, callback=self.parse_page, errback=self.on_error, priority=0,
+            yield Request(url, callback=self.parse_page, errback=self.on_error, priority=LINKED_PRIORITY,
                           meta={"follow_depth": 0, "newsingest_kind": "start"})
 
     # -- discovery documents ----------------------------------------------------------
@@ -118,13 +129,31 @@ class NewsSpider(scrapy.Spider):
                               meta={"newsingest_kind": "sitemap"})
                 continue
             stats.inc_value(f"newsingest/discovered/{kind}")
+            url = strip_tracking(entry.loc)
             meta: dict[str, Any] = {"follow_depth": max_depth, "newsingest_kind": PAGE_KIND}
-            if entry.news_publication_date:
-                # A news sitemap's timestamp has the seconds a visible dateline lacks.
-                meta["newsingest_hints"] = {"published_at": entry.news_publication_date}
+            meta["newsingest_hints"] = self._remember_hints(url, entry)
             # Listed pages are complete on their own: their links are not followed.
-            yield Request(strip_tracking(entry.loc), callback=self.parse_page, errback=self.on_error,
-                          priority=5, meta=meta)
+            yield Request(url, callback=self.parse_page, errback=self.on_error, priority=LISTED_PRIORITY, meta=meta)
+
+    def _remember_hints(self, url: str, entry: SitemapEntry) -> dict[str, str]:
+        """The hints a listing gives for `url`, merged into those of an earlier listing of it.
+
+        A news sitemap's or feed's timestamp has the seconds a visible dateline lacks; a
+        sitemap's lastmod dates the last change. The news sitemap wins over a feed.
+        """
+        new = {key: value for key, value in (("published_at", entry.news_publication_date),
+                                             ("feed_published_at", entry.published),
+                                             ("modified_at", entry.lastmod)) if value}
+        # Kept even when empty: a section page's teaser may add a time before the page is fetched.
+        hints = self._listed_hints.setdefault(url, {})
+        for key, value in new.items():
+            if key == "published_at":
+                hints["published_at"] = value
+            elif key == "feed_published_at":
+                hints.setdefault("published_at", value)
+            else:
+                hints.setdefault(key, value)
+        return hints
 
     # -- pages -----------------------------------------------------------------
 
@@ -140,6 +169,12 @@ class NewsSpider(scrapy.Spider):
             return
         stats.inc_value("newsingest/pages/parsed")
         headers = response.headers
+        fetched_at = datetime.now(UTC)
+        hints: dict[str, Any] = dict(self._pop_hints(response.request) or {})
+        last_modified = _header(headers, b"Last-Modified")
+        if last_modified:
+            hints.setdefault("modified_at", last_modified)
+        hints["fetched_at"] = fetched_at
         yield RawPage(
             source=self.source.name,
             url=response.url,
@@ -147,9 +182,9 @@ class NewsSpider(scrapy.Spider):
             content_type=_header(headers, b"Content-Type"),
             http_status=response.status,
             etag=_header(headers, b"ETag"),
-            last_modified=_header(headers, b"Last-Modified"),
-            fetched_at=datetime.now(UTC),
-            meta={"hints": response.meta["newsingest_hints"]} if "newsingest_hints" in response.meta else {},
+            last_modified=last_modified,
+            fetched_at=fetched_at,
+            meta={"hints": hints},
         )
         yield from self._follow(response)
 
@@ -159,17 +194,49 @@ class NewsSpider(scrapy.Spider):
             return
         next_pages = set(response.xpath('//link[@rel="next"]/@href | //a[@rel="next"]/@href').getall())
         next_pages = {response.urljoin(href) for href in next_pages}
+        teaser_times = self._teaser_times(response)
         for link in self._links.extract_links(response):
             if not self.source.is_allowed(link.url):
                 continue
             url = strip_tracking(link.url)
+            meta: dict[str, Any] = {"newsingest_kind": PAGE_KIND}
+            published = teaser_times.get(link.url)
+            if published:
+                meta["newsingest_hints"] = self._remember_hints(url, SitemapEntry(url, published=published))
             # Pagination of a listing stays at the listing's depth.
-            hop = 0 if link.url in next_pages else 1
-            yield Request(url, callback=self.parse_page, errback=self.on_error,
-                          meta={"follow_depth": depth + hop, "newsingest_kind": PAGE_KIND})
+            meta["follow_depth"] = depth + (0 if link.url in next_pages else 1)
+            yield Request(url, callback=self.parse_page, errback=self.on_error, priority=LINKED_PRIORITY, meta=meta)
+
+    @staticmethod
+    def _teaser_times(response: Response) -> dict[str, str]:
+        """Link URL → the timestamp of the teaser it sits in, where the teaser shows exactly one.
+
+        Section and tag pages often carry an article's publication time to the second
+        (``<time datetime>``) where the article page itself prints only a day and a minute.
+        """
+        times: dict[str, str] = {}
+        for teaser in response.xpath("//article[count(.//time[@datetime]) = 1] | //li[count(.//time[@datetime]) = 1]"):
+            value = teaser.xpath(".//time/@datetime").get("")
+            if not _FULL_TIMESTAMP.search(value):
+                continue
+            for href in teaser.xpath(".//a/@href").getall():
+                times.setdefault(response.urljoin(href), value)
+        return times
+
+    def _pop_hints(self, request: Request | None) -> dict[str, str] | None:
+        """The listing hints of a request, forgotten by the spider once its page is handled."""
+        if request is None:
+            return None
+        hints = request.meta.get("newsingest_hints")
+        if hints is not None:
+            # The URL the listing named: before any redirect.
+            first_url = (request.meta.get("redirect_urls") or [request.url])[0]
+            self._listed_hints.pop(first_url, None)
+        return hints
 
     def on_error(self, failure: Any) -> None:
         """Count fetch failures per kind; Scrapy already logged the details."""
+        self._pop_hints(getattr(failure, "request", None))
         if failure.check(SeenRequest, NotModified):
             return  # counted by the incremental middleware (newsingest/skipped/seen, newsingest/not_modified)
         request = getattr(failure, "request", None)
