@@ -20,3 +20,21 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that answers in one call and keeps the test output clean."""
+
+    def reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        """Status, headers (HTML unless `headers` names another Content-Type), Content-Length and body."""
+        self.send_response(status)
+        for name, value in {"Content-Type": "text/html; charset=utf-8", **(headers or {})}.items():
+            self.send_header(name, value)
+        if status != 304:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if status != 304:
+            self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass

@@ -17,12 +17,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from hashlib import sha256
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from loopback import serve
+from loopback import QuietHandler, serve
 from sqlalchemy import select
 
 from crawler.demo.run import write_sources_file
@@ -67,7 +66,7 @@ PAGES: dict[str, tuple[bytes, float]] = {
 COPIES = ["/partner/bridge-a-copy/", "/partner/harbour-b-copy/", "/news/library-c/index.html"]
 
 
-class Site(BaseHTTPRequestHandler):
+class Site(QuietHandler):
     """An RSS feed of the six pages; ETag / Last-Modified and 304s; every article request logged."""
 
     protocol_version = "HTTP/1.1"
@@ -77,14 +76,14 @@ class Site(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/robots.txt":
-            return self.send(200, b"User-agent: *\nAllow: /\n", "text/plain")
+            return self.reply(200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
         if path == "/rss.xml":
             host = self.headers["Host"]
             items = "".join(f"<item><title>{p}</title><link>http://{host}{p}</link></item>" for p in PAGES)
-            return self.send(200, f'<?xml version="1.0"?><rss version="2.0"><channel><title>Courier</title>'
-                                  f"{items}</channel></rss>".encode(), "application/rss+xml")
+            return self.reply(200, f'<?xml version="1.0"?><rss version="2.0"><channel><title>Courier</title>'
+                                   f"{items}</channel></rss>".encode(), {"Content-Type": "application/rss+xml"})
         if path not in PAGES:
-            return self.send(404, b"not found")
+            return self.reply(404, b"not found")
         body, delay = PAGES[path]
         etag = f'"{sha256(body).hexdigest()[:16]}"'
         headers = {"ETag": etag, "Last-Modified": formatdate(PUBLISHED.timestamp(), usegmt=True)}
@@ -93,20 +92,7 @@ class Site(BaseHTTPRequestHandler):
             time.sleep(delay)
         with self.lock:
             self.log.append((path, status))
-        self.send(status, b"" if status == 304 else body, "text/html; charset=utf-8", headers)
-
-    def send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if status != 304:
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(status, body, headers)
 
 
 @pytest.fixture

@@ -7,11 +7,10 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from loopback import serve
+from loopback import QuietHandler, serve
 
 from crawler.demo.run import write_sources_file
 
@@ -19,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ROBOTS = b"User-agent: *\nDisallow: /private/\n"
 
 
-class SlowRobotsSite(BaseHTTPRequestHandler):
+class SlowRobotsSite(QuietHandler):
     """robots.txt answers after 0.5 s, so every start request waits for it together."""
 
     hits: Counter[str] = Counter()
@@ -31,14 +30,7 @@ class SlowRobotsSite(BaseHTTPRequestHandler):
             body, kind = ROBOTS, "text/plain"
         else:
             body, kind = b"<html><head><title>page</title></head><body><p>Hello.</p></body></html>", "text/html"
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(200, body, {"Content-Type": kind})
 
 
 @pytest.fixture

@@ -30,12 +30,12 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
 
 import pytest
+from loopback import QuietHandler
 from netns import ORIGIN_IP, Topology, require_netns, topology
 
 from crawler import settings as project_settings
@@ -68,7 +68,7 @@ def _article(title: str) -> bytes:
 ARTICLES = {"/news/harbour-report/": "Harbour report published", "/news/ferry-timetable/": "Ferry timetable changes"}
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     """Shared base: counts requests, sends small bodies, keeps quiet."""
 
     protocol_version = "HTTP/1.1"
@@ -79,16 +79,6 @@ class Handler(BaseHTTPRequestHandler):
         with self.lock:
             self.hits[self.path] += 1
 
-    def send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for name, value in {"Content-Type": "text/html; charset=utf-8", **(headers or {})}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 class Canary(Handler):
@@ -101,7 +91,7 @@ class Canary(Handler):
         self.record()
         with self.lock:
             self.hosts.append(self.headers.get("Host", ""))
-        self.send(200, b"internal secret")
+        self.reply(200, b"internal secret")
 
 
 class Origin(Handler):
@@ -117,25 +107,25 @@ class Origin(Handler):
         self.record()
         parts = self.path.strip("/").split("/")
         if self.path == "/robots.txt":
-            self.send(200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
+            self.reply(200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"})
         elif self.path == "/":
             links = [*ARTICLES] + [f"/go/{m}/{i}/" for m in METHODS for i in range(len(FORMS))]
             body = "".join(f'<li><a href="{link}">{link}</a></li>' for link in links)
-            self.send(200, f"<html><head><title>Public Gazette</title></head><body><ul>{body}</ul></body></html>"
+            self.reply(200, f"<html><head><title>Public Gazette</title></head><body><ul>{body}</ul></body></html>"
                       .encode())
         elif self.path in ARTICLES:
-            self.send(200, _article(ARTICLES[self.path]))
+            self.reply(200, _article(ARTICLES[self.path]))
         elif len(parts) == 3 and parts[0] == "go" and parts[1] in ("302", "307"):
-            self.send(int(parts[1]), b"", {"Location": self.target(parts[1], int(parts[2]))})
+            self.reply(int(parts[1]), b"", {"Location": self.target(parts[1], int(parts[2]))})
         elif len(parts) == 3 and parts[0] == "go" and parts[1] == "meta":
             url = self.target("meta", int(parts[2]))
-            self.send(200, f'<html><head><meta http-equiv="refresh" content="0; url={url}"></head>'
+            self.reply(200, f'<html><head><meta http-equiv="refresh" content="0; url={url}"></head>'
                            f"<body>moved</body></html>".encode())
         else:
-            self.send(404, b"not found")
+            self.reply(404, b"not found")
 
 
-class Proxy(BaseHTTPRequestHandler):
+class Proxy(QuietHandler):
     """A forwarding HTTP proxy on the client's loopback: it fetches whatever it is asked for."""
 
     protocol_version = "HTTP/1.1"
@@ -156,16 +146,8 @@ class Proxy(BaseHTTPRequestHandler):
             status, headers, body = 502, [], str(exc).encode()
         finally:
             conn.close()
-        self.send_response(status)
-        for name, value in headers:
-            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(status, body, {name: value for name, value in headers
+                                  if name.lower() not in ("content-length", "connection", "transfer-encoding")})
 
 
 @pytest.fixture

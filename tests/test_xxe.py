@@ -19,12 +19,11 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from loopback import serve
+from loopback import QuietHandler, serve
 
 from crawler.demo.run import write_sources_file
 from crawler.discovery import parse_listing
@@ -42,21 +41,14 @@ ARTICLE = ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Ar
            + "</article></body></html>").encode()
 
 
-class Canary(BaseHTTPRequestHandler):
+class Canary(QuietHandler):
     """Any request here means an entity or DTD was fetched."""
 
     hits: ClassVar[Counter[str]] = Counter()
 
     def do_GET(self) -> None:
         self.hits[self.path] += 1
-        body = b'<!ENTITY leak "LEAKED-BY-DTD">'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(200, b'<!ENTITY leak "LEAKED-BY-DTD">', {"Content-Type": "application/xml-dtd"})
 
 
 @pytest.fixture
@@ -119,7 +111,7 @@ def test_an_rss_091_doctype_without_entities_still_parses() -> None:
     assert listing.error is None and [e.loc for e in listing.entries] == ["https://news.example.com/a/"]
 
 
-class Site(BaseHTTPRequestHandler):
+class Site(QuietHandler):
     """A loopback news site whose sitemaps and feed are hostile, plus one clean sitemap."""
 
     protocol_version = "HTTP/1.1"
@@ -142,14 +134,7 @@ class Site(BaseHTTPRequestHandler):
             status, body, kind = 200, ARTICLE, "text/html; charset=utf-8"
         else:
             status, body, kind = 404, b"not found", "text/plain"
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(status, body, {"Content-Type": kind})
 
 
 def test_crawl_of_xxe_sitemaps_and_feeds(canary: str, secret_file: tuple[Path, str], tmp_path: Path) -> None:
