@@ -174,18 +174,32 @@ def choose_canonical(fetched_url: str, declared: str | None) -> str:
 def is_own_page(fetched_url: str | None, canonical_url: str) -> bool:
     """Whether `fetched_url` is the page `canonical_url` names, only spelled differently.
 
-    Tracking parameters, ``index.html``, case and escapes do not count; an AMP or print
-    rendering, or another page that declares `canonical_url` canonical, is not the page
-    itself: its text is a stand-in until the canonical page is fetched.
+    Tracking parameters, ``index.html``, case and escapes do not count, nor do the spellings a
+    server answers with the same document as the canonical one: ``http``/``https``, a ``www.``
+    label, a trailing slash (``/a`` served without a redirect while it declares ``/a/``). Judging
+    the page itself a copy would lose its text for good (a copy stored first would keep standing in
+    for it), while these spellings never name another page. An AMP or print rendering, or another
+    page that declares `canonical_url` canonical, is not the page itself: its text is a stand-in
+    until the canonical page is fetched.
     """
     if not fetched_url:
         return False
     if fetched_url == canonical_url:
         return True
     try:
-        return canonicalize_url(fetched_url) == canonical_url
+        fetched = canonicalize_url(fetched_url)
+        return fetched == canonical_url or _spelling_key(fetched) == _spelling_key(canonicalize_url(canonical_url))
     except ValueError:
         return False
+
+
+def _spelling_key(url: str) -> tuple[str, int | None, str, str]:
+    """A canonical URL without what `is_own_page` ignores: scheme, a ``www.`` label, a trailing slash."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host.startswith("www.") and host.count(".") >= 2:
+        host = host[len("www."):]
+    return host, parts.port, parts.path.rstrip("/") or "/", parts.query
 
 
 def fetched_url_key(url: str | None) -> str | None:

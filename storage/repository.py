@@ -14,6 +14,11 @@ Every page a batch stores, or only links to a row (a copy that declares another
 URL canonical, and `url_only` records: in-run duplicates the dedupe stage dropped),
 gets its row in ``article_urls`` (its canonicalized URL, the article, its own
 validators), so a recrawl finds a copy before requesting it (`validators_for`).
+
+The text a row ends with does not depend on the order its pages arrive in (fetch order,
+extraction workers, batches, concurrent writers): a copy stored first only stands in
+for the canonical page, whose own text replaces it in place whenever it comes (`_update`),
+and a stand-in does not make the canonical URL "seen", so that page is still fetched.
 """
 
 from __future__ import annotations
@@ -102,7 +107,7 @@ class StoreResult:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
-    replaced: int = 0  # a copy's stand-in text replaced by the canonical page's own (no new version)
+    replaced: int = 0  # a copy's stand-in text replaced in place (by the canonical page's own; no new version)
     content_duplicates: int = 0
     linked_urls: int = 0  # `url_only` records whose URL was linked to their canonical URL's row
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -354,14 +359,22 @@ class Repository:
 
     def _update(self, session: Session, article: Article, record: Mapping[str, Any],
                 run_id: int | None, now: datetime) -> str:
-        """Update a stored row from a re-fetched page: "updated" (a new version), "replaced" or "unchanged"."""
+        """Update a stored row from a re-fetched page: "updated" (a new version), "replaced" or "unchanged".
+
+        Which text a row keeps does not depend on the order its pages are met in: the canonical page's
+        own text wins over any page that declares it canonical (a syndicated, AMP or print copy), and
+        only the canonical page's own texts are versions. A copy's text stored first is a stand-in:
+        the canonical page's text replaces it in place (version 1, earlier stand-in versions dropped);
+        the same copy fetched again with another text rewrites it in place; another copy leaves it.
+        """
         article.last_seen_at = now
         article.last_run_id = run_id
         row_is_own = is_own_page(article.url, article.canonical_url)
         record_is_own = is_own_page(record.get("url"), record["canonical_url"])
-        if row_is_own and not record_is_own:
-            # The row's text came from the canonical page itself; another page that declares it
-            # canonical (a syndicated or AMP copy) must not overwrite it, or its validators.
+        if not record_is_own and (row_is_own or fetched_url_key(record.get("url")) != fetched_url_key(article.url)):
+            # A page that declares this URL canonical (a syndicated or AMP copy) must not overwrite the
+            # canonical page's own text, or its validators; nor another copy's stand-in (no churn
+            # between copies from run to run).
             session.flush()
             return "unchanged"
         if record.get("etag"):
@@ -370,19 +383,27 @@ class Repository:
             article.http_last_modified = record["last_modified"]
         changed = (article.content_hash != record["content_hash"] or article.title != record["title"]
                    or article.subtitle != record.get("subtitle"))
-        if record_is_own and not row_is_own:
-            # The row holds a copy's text (the copy was fetched first); the canonical page's own
-            # text takes its place. It is the article's first text of its own, not a new version.
-            article.http_etag = record.get("etag")
-            article.http_last_modified = record.get("last_modified")
+        if not row_is_own:
+            # The row holds a stand-in (a copy fetched before the canonical page). The canonical page's
+            # own text takes its place: the article's first text of its own, not a new version; the
+            # same copy's newer text is still a stand-in, rewritten in place.
+            if record_is_own:
+                article.http_etag = record.get("etag")
+                article.http_last_modified = record.get("last_modified")
+            stand_in_versions = article.version > 1  # a row written before stand-ins were kept in place
             self._set_text(session, article, record)
-            if not changed:
+            if not changed and not stand_in_versions:
                 session.flush()
                 return "unchanged"
-            article.updated_at = now
+            article.version = 1
+            if changed:
+                article.updated_at = now
             session.flush()
+            if stand_in_versions:
+                session.execute(delete(ArticleVersion).where(ArticleVersion.article_id == article.id,
+                                                             ArticleVersion.version > 1))
             session.execute(update(ArticleVersion).where(
-                ArticleVersion.article_id == article.id, ArticleVersion.version == article.version,
+                ArticleVersion.article_id == article.id, ArticleVersion.version == 1,
             ).values(fetched_at=record.get("fetched_at") or now, title=article.title, subtitle=article.subtitle,
                      body=article.body, modified_at=article.modified_at, content_hash=article.content_hash))
             return "replaced"
@@ -627,8 +648,12 @@ class Repository:
 
         A URL with an ``article_urls`` row (any page an article was fetched from: the canonical page,
         a spelling of it, a copy that declares it canonical) comes with that page's own validators;
-        a URL without one that is an article's canonical or fetched URL (a row stored before
-        ``article_urls`` existed) with the article row's. Pass URLs as `fetched_url_key` spells them.
+        a URL without one that is an article's fetched URL, or its canonical URL when the row holds
+        the canonical page's own text (a row stored before ``article_urls`` existed), with the article
+        row's. A row whose text is a stand-in (a copy's, stored before the canonical page was fetched)
+        does not make its canonical URL known: that page was never fetched, and must be, whether this
+        crawl or a later one gets to it, so that its own text replaces the copy's (and it must not be
+        asked with the copy's validators). Pass URLs as `fetched_url_key` spells them.
         Three indexed lookups (``article_urls.url`` primary key, ``canonical_url`` unique, ``url``
         indexed), so the cost of a check does not depend on the size of the tables.
         """
@@ -651,7 +676,7 @@ class Repository:
                 for canonical, url, published, first_seen, etag, last_modified in session.execute(
                         select(*columns).where(column.in_(rest))):
                     seen = SeenArticle(canonical, published, first_seen, etag, last_modified)
-                    for key in (canonical, url):
+                    for key in ((canonical, url) if is_own_page(url, canonical) else (url,)):
                         if key in rest:
                             found.setdefault(key, seen)
         return found
@@ -942,6 +967,15 @@ class Repository:
                 run.error = (f"no sign of life from the crawl on node {run.node} for {silent_for:g}s and no "
                              "scheduler holds its source's lease (the scheduler died)")
             return runs
+
+    def validators_for_many(self, urls: Sequence[str], chunk: int = 900) -> dict[str, SeenArticle]:
+        """`validators_for` for a whole listing's URLs at once (the crawl's batched seen check): the same
+        answers, one round of queries per `chunk` URLs (below SQLite's oldest bound-parameter limit)."""
+        wanted = list(dict.fromkeys(urls))
+        found: dict[str, SeenArticle] = {}
+        for start in range(0, len(wanted), chunk):
+            found.update(self.validators_for(wanted[start:start + chunk]))
+        return found
 
 
 class _Fallback(Exception):

@@ -227,12 +227,15 @@ def test_rows_stored_before_article_urls_are_still_found_by_canonical_and_fetche
     repo = open_repository(db_url)
     repo.ensure_source("demo", "Demo")
     own = "https://example.com/news/old/"
-    repo.upsert_articles([rec("https://partner.example.com/old-copy/", own, "An old story " * 30, '"copy"')])
+    stand_in = "https://example.com/news/old-stand-in/"
+    repo.upsert_articles([rec(own, own, "An old story " * 30, '"own"'),
+                          rec("https://partner.example.com/old-copy/", stand_in, "Another old story " * 30, '"copy"')])
     with repo.sessions.begin() as session:  # as a database upgraded to 0005 holds it: no URL rows yet
         session.execute(ArticleUrl.__table__.delete())
-    found = repo.validators_for([own, "https://partner.example.com/old-copy/", "https://example.com/other/"])
+    found = repo.validators_for([own, stand_in, "https://partner.example.com/old-copy/", "https://example.com/other/"])
+    # a row holding a copy's stand-in text does not make its canonical URL seen: that page was never fetched
     assert {url: (seen.canonical_url, seen.etag, seen.fetched_url) for url, seen in found.items()} == {
-        own: (own, '"copy"', None), "https://partner.example.com/old-copy/": (own, '"copy"', None)}
+        own: (own, '"own"', None), "https://partner.example.com/old-copy/": (stand_in, '"copy"', None)}
     assert repo.touch_seen([own]) == 1
 
 

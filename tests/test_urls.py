@@ -320,7 +320,8 @@ OWN_PAGE = [
     ("https://www.example.com/business/2024/05/01/flood-warning-s00012/", ONE_ARTICLE, False),
     ("https://www.example.com/world/2024/05/01/flood-warning-a000123/amp/", ONE_ARTICLE, False),
     ("https://www.example.com/world/2024/05/01/flood-warning-a000123/?print=1", ONE_ARTICLE, False),
-    ("https://www.example.com/world/2024/05/01/flood-warning-a000123", ONE_ARTICLE, False),  # before its 301
+    # served without a redirect: the same document
+    ("https://www.example.com/world/2024/05/01/flood-warning-a000123", ONE_ARTICLE, True),
     ("", ONE_ARTICLE, False),
     ("mailto:desk@example.com", ONE_ARTICLE, False),
 ]
