@@ -27,10 +27,13 @@ which take the parent's GIL) is paid once per batch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import multiprocessing
 import os
+import re
 import traceback
+import unicodedata
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,6 +94,17 @@ class Preparation:
     minhash: bool = False  # compute the signature here (only when the store passes it to the repository)
 
 
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def content_hash(body: str) -> str:
+    """SHA-256 of the body's words: case, punctuation and spacing do not count (the dedupe stage's
+    identity of a text; here so that the extraction workers compute it without importing Scrapy)."""
+    text = unicodedata.normalize("NFKC", body).casefold()
+    words = _NON_WORD.sub(" ", text).split()
+    return hashlib.sha256(" ".join(words).encode("utf-8")).hexdigest()
+
+
 def process_page(source: Source, url: str, body: bytes, content_type: str | None,
                  hints: dict[str, Any] | None = None) -> PageResult:
     """Decode, extract, classify one page; `hints` are what a sitemap said of it (publication time)."""
@@ -140,8 +154,12 @@ def prepare_page(source: Source, page: RawPage, prep: Preparation) -> PageResult
     Validation runs on the raw fields (as ValidatePipeline sees them), cleaning is
     ``clean_fields`` with the clean stage's site name; the result's ``fields`` are
     the finished item's (``PreparedArticle(**fields)``), so only a small dict
-    travels back from a worker.
+    travels back from a worker. They include what the dedupe stage would compute
+    (``canonical_url``, the cleaned body's ``content_hash``: it keeps them for a
+    ``PreparedArticle``) and, with ``prep.minhash``, the near-duplicate signature
+    (storage/signature.py; the repository stores it as given).
     """
+    from crawler.urls import choose_canonical
     from pipelines.clean import clean_fields
     from pipelines.validate import rejection_reason
 
@@ -157,6 +175,10 @@ def prepare_page(source: Source, page: RawPage, prep: Preparation) -> PageResult
     for key, value in cleaned.items():  # the clean stage only writes the item's own fields
         if key in _ITEM_FIELDS:
             values[key] = value
+    # The dedupe stage's canonical URL and content hash of the cleaned item, and (below) the store's
+    # signature: computed here so neither the reactor thread nor the writer spends its time on them.
+    values["canonical_url"] = choose_canonical(values["url"], values["declared_canonical_url"])
+    values["content_hash"] = content_hash(values["body"] or "")
     if prep.minhash:
         from storage.signature import minhash
 
@@ -267,7 +289,9 @@ class ExtractPool:
 # and starved a ProcessPoolExecutor worker while the reactor was busy. Frames are a 4-byte
 # big-endian length and a pickle: first ``(source, log_level, preparation)``, then
 # ``(seq, RawPage)``; the worker answers ``(0, pid)`` once the extractor is imported, then
-# ``(seq, PageResult)`` per page, in order.
+# ``(seq, PageResult)`` per page, in order. The first worker also writes the store stage's
+# batches (``(seq, StoreBatch)``, answered ``(seq, (ok, StoreResult or error text))``), so
+# the crawl needs no separate writer process (pipelines/store.py).
 
 _HEADER = 4
 
@@ -301,8 +325,36 @@ def _read_frame(stream: Any) -> Any:
     return None if data is None else pickle.loads(data)
 
 
+@dataclass(frozen=True, slots=True)
+class StoreBatch:
+    """A batch of the store stage for a worker that also writes (pipelines/store.py): written with
+    storage/writer.py's ``_write_batch``; the answer is ``(True, StoreResult)`` or ``(False, error text)``."""
+
+    database_url: str
+    batch: list[dict[str, Any]]
+    run_id: int | None
+
+
+def _store(message: StoreBatch) -> tuple[bool, Any]:
+    # Imported on the first batch: a worker that never writes does not load SQLAlchemy.
+    from storage import writer
+
+    if writer._writer_url != message.database_url:
+        writer._init_writer(message.database_url)
+    try:
+        return True, writer._write_batch(message.batch, message.run_id)
+    except writer.StoreError as exc:
+        return False, str(exc)
+
+
 def worker_main() -> int:
-    """Serve pages from stdin until it closes (the crawl closing its end)."""
+    """Serve pages (and store batches) from stdin until it closes (the crawl closing its end)."""
+    import signal
+
+    # A crawl stopped from its terminal or by the scheduler signals its whole process group; the
+    # crawl decides when the worker is done (it closes its stdin), so pages and batches are answered.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     # Frames go to the original stdout only; anything a library prints goes to stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -318,12 +370,15 @@ def worker_main() -> int:
         message = _read_frame(stdin)
         if message is None:
             return 0
-        seq, page = message
+        seq, work = message
+        answer: Any
         try:
-            result = prepare_page(source, page, prep)
-        except Exception:  # never lose a page's answer: the crawl waits for it
-            result = PageResult(ERROR, error=traceback.format_exc(limit=8))
-        out.write(frame((seq, result)))
+            answer = _store(work) if isinstance(work, StoreBatch) else prepare_page(source, work, prep)
+        except Exception:  # never lose an answer: the crawl waits for it
+            error = traceback.format_exc(limit=8)
+            answer = (False, error.strip().splitlines()[-1]) if isinstance(work, StoreBatch) else \
+                PageResult(ERROR, error=error)
+        out.write(frame((seq, answer)))
         out.flush()
 
 

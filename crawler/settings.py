@@ -75,6 +75,10 @@ DOWNLOADER_MIDDLEWARES = {
 TWISTED_DNS_RESOLVER = "crawler.netguard.GuardedResolver"
 NEWSINGEST_ADDRESS_GUARD_ENABLED = True
 NEWSINGEST_ALLOW_PRIVATE_NETWORKS = False
+SPIDER_MIDDLEWARES = {
+    # last on the way out (after depth, URL length): one seen lookup per listing's page requests
+    "crawler.middlewares.IncrementalSpiderMiddleware": 40,
+}
 EXTENSIONS = {
     "crawler.runrecord.CrawlRunRecorder": 10,
 }
@@ -89,9 +93,11 @@ NEWSINGEST_MIN_BODY_CHARS = 200
 NEWSINGEST_STORE_BATCH_SIZE = 50
 NEWSINGEST_STORE_FLUSH_SECONDS = 2.0
 NEWSINGEST_STORE_MAX_PENDING_BATCHES = 4
-# "process": from the first full batch on, batches are written by a writer process (the
-# ORM work stays off the reactor's GIL); "thread": by a thread of the crawl process.
-NEWSINGEST_STORE_WRITER = "process"
+# Where batches are written (pipelines/store.py): "worker" = in the first extraction worker
+# (no extra process; a writer process of its own when there are no extraction workers),
+# "process" = a writer process of its own (storage/writer.py), "thread" = a thread of the crawl
+# process. Either process keeps the ORM work off the reactor's GIL.
+NEWSINGEST_STORE_WRITER = "worker"
 # Extraction (pipelines/extract.py, docs/performance.md): worker processes ("auto" = cores - 1,
 # 0 = inline on the reactor thread), pages extracted inline before the pool starts, pages in the
 # pool at once (0 = 4 per worker), and whether a page that finds the pool full is extracted
@@ -108,4 +114,6 @@ NEWSINGEST_RECRAWL_WINDOW_DAYS = 3
 # Near-duplicates: see NEWSINGEST_NEAR_DUP_THRESHOLD (environment, storage/repository.py).
 
 LOG_LEVEL = os.environ.get("NEWSINGEST_LOG_LEVEL", "INFO")
+# Scrapy's formatter, minus the per-page DEBUG messages when LOG_LEVEL is above DEBUG (crawler/middlewares.py).
+LOG_FORMATTER = "crawler.middlewares.LevelLogFormatter"
 FEED_EXPORT_ENCODING = "utf-8"

@@ -16,21 +16,19 @@ another URL to its first row (`duplicate_of`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-import unicodedata
 from typing import Any
 
 from itemadapter import ItemAdapter
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
 
+from crawler.extract_pool import PreparedArticle, content_hash
 from crawler.urls import choose_canonical, is_own_page
 
-logger = logging.getLogger(__name__)
+__all__ = ["DedupePipeline", "DuplicateInRun", "content_hash"]
 
-_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+logger = logging.getLogger(__name__)
 
 
 class DuplicateInRun(DropItem):
@@ -44,13 +42,6 @@ class DuplicateInRun(DropItem):
         self.canonical_url = canonical_url
         self.etag = etag
         self.last_modified = last_modified
-
-
-def content_hash(body: str) -> str:
-    """SHA-256 of the body's words: case, punctuation and spacing do not count."""
-    text = unicodedata.normalize("NFKC", body).casefold()
-    words = _NON_WORD.sub(" ", text).split()
-    return hashlib.sha256(" ".join(words).encode("utf-8")).hexdigest()
 
 
 class DedupePipeline:
@@ -67,7 +58,9 @@ class DedupePipeline:
 
     def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
-        canonical = choose_canonical(adapter["url"], adapter.get("declared_canonical_url"))
+        prepared = isinstance(item, PreparedArticle)  # its extraction worker computed both (same functions)
+        canonical = (item.canonical_url if prepared and item.canonical_url
+                     else choose_canonical(adapter["url"], adapter.get("declared_canonical_url")))
         adapter["canonical_url"] = canonical
         own = is_own_page(adapter["url"], canonical)
         had_own = self.seen.get(canonical)
@@ -79,5 +72,6 @@ class DedupePipeline:
         if had_own is not None:
             self.stats.inc_value("newsingest/duplicates/own_page_after_copy")
         self.seen[canonical] = own
-        adapter["content_hash"] = content_hash(adapter["body"])
+        if not (prepared and item.content_hash):
+            adapter["content_hash"] = content_hash(adapter["body"])
         return item

@@ -20,6 +20,11 @@ stdout, read by the reactor like any socket. No executor threads: with a
 waiting for the busy reactor thread to release the GIL, and the worker sat idle
 (that is why the pool used to be slower than extracting inline).
 
+The first worker also writes the store stage's batches (``StoreBatch`` frames on the same
+pipe, ``NEWSINGEST_STORE_WRITER = "worker"``, pipelines/store.py): no separate writer process.
+A dead worker's pages are prepared inline; its unanswered batches fail with ``WorkerLost`` and
+the store stage writes them again from its thread.
+
 When ``NEWSINGEST_EXTRACT_MAX_INFLIGHT`` pages are already in the pool, the next
 page is prepared inline on the reactor thread (``NEWSINGEST_EXTRACT_STEAL``, the
 default: a reactor that would otherwise wait does the work itself) or waits for
@@ -39,10 +44,13 @@ Settings:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import pickle
 import sys
+import weakref
 from typing import Any
 
 from scrapy.crawler import Crawler
@@ -73,6 +81,8 @@ from pipelines.validate import reject
 
 logger = logging.getLogger(__name__)
 
+PIPE_BYTES = 1 << 20  # the size asked for the pipes to and from a worker (Linux caps it at pipe-max-size)
+
 
 def article_item(source: Source, page: RawPage, fields: dict[str, Any]) -> ArticleItem:
     """The item the rest of the pipeline works on, from the page and its raw extracted fields."""
@@ -88,6 +98,18 @@ def _store_takes_minhash() -> bool:
     return "minhash" in RECORD_KEYS
 
 
+class WorkerLost(Exception):
+    """The worker process ended before it answered (a store batch it had is written elsewhere)."""
+
+
+_stages: weakref.WeakKeyDictionary[Crawler, ExtractPipeline] = weakref.WeakKeyDictionary()
+
+
+def extract_stage(crawler: Crawler) -> ExtractPipeline | None:
+    """The crawl's extract stage (the store stage borrows its first worker as its writer)."""
+    return _stages.get(crawler)
+
+
 class WorkerProcess(ProcessProtocol):
     """One ``python -m crawler.extract_pool`` process, spoken to over its stdin/stdout by the reactor."""
 
@@ -99,18 +121,56 @@ class WorkerProcess(ProcessProtocol):
         self.alive = True
         self.buffer = bytearray()
         self.next_seq = 1
-        self.pending: dict[int, tuple[RawPage, Deferred[PageResult]]] = {}
+        self.pending: dict[int, tuple[Any, Deferred[Any]]] = {}
         self.ended: Deferred[None] = Deferred()
+        self.closing = False
 
     def connectionMade(self) -> None:
+        # A pipe holds 64 KiB: five pages. The rest of the pages in flight would wait in the
+        # transport's buffer for the reactor's next poll while the worker idles (the reactor is busy
+        # for tens of ms at a time). 1 MiB holds every page in flight (Linux; elsewhere the default).
+        for fd in (0, 1):
+            pipe = getattr(self.transport, "pipes", {}).get(fd)
+            if pipe is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self.transport.write(frame(self.init))
 
-    def send(self, page: RawPage) -> Deferred[PageResult]:
+    def send(self, page: Any) -> Deferred[Any]:
         seq, self.next_seq = self.next_seq, self.next_seq + 1
-        done: Deferred[PageResult] = Deferred()
+        done: Deferred[Any] = Deferred()
         self.pending[seq] = (page, done)
-        self.transport.write(frame((seq, page)))
+        self._write(frame((seq, page)))
         return done
+
+    def _write(self, data: bytes) -> None:
+        """Write now when nothing is queued before it (else through the transport, in order).
+
+        Twisted only writes a transport's buffer when the reactor next polls the pipe; a
+        reactor thread busy for tens of ms (Scrapy's work, a page prepared inline) left the
+        worker idle with its pages still in the crawl process (half its time, in a profile).
+        """
+        pipe = getattr(self.transport, "pipes", {}).get(0)
+        if pipe is not None and not pipe.dataBuffer and not pipe._tempDataBuffer:
+            try:
+                written = os.write(pipe.fileno(), data)
+            except OSError:  # full (EAGAIN) or gone: the transport queues it, or reports the loss
+                written = 0
+            data = data[written:]
+        if data:
+            self.transport.write(data)
+
+    def pump(self) -> None:
+        """Read the answers already waiting on the worker's stdout now, not at the reactor's next poll."""
+        pipe = getattr(self.transport, "pipes", {}).get(1)
+        if pipe is None or not self.alive:
+            return
+        try:
+            data = os.read(pipe.fileno(), 1 << 20)
+        except OSError:  # nothing there (EAGAIN), or gone: the reactor sees to it
+            return
+        if data:  # b"" (the worker ended) is left to the reactor
+            self.outReceived(data)
 
     def outReceived(self, data: bytes) -> None:
         buffer = self.buffer
@@ -147,7 +207,8 @@ class WorkerProcess(ProcessProtocol):
 
     def close(self) -> None:
         """Close its stdin: the worker finishes the pages it has and exits."""
-        if self.alive:
+        if self.alive and not self.closing:
+            self.closing = True
             self.transport.closeStdin()
 
 
@@ -173,6 +234,8 @@ class ExtractPipeline:
         self.pages = 0
         self.inflight = 0  # pages in workers, not yet back
         self.room: list[Deferred[None]] = []  # pages waiting for room (steal off)
+        self.host_hold: Deferred[None] | None = None  # fired by the store stage once it is done writing
+        _stages[crawler] = self
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ExtractPipeline:
@@ -187,9 +250,24 @@ class ExtractPipeline:
         self.source = getattr(spider, "source", None)
         self.stats.set_value("newsingest/extract/workers", self.workers)
 
+    def writer_host(self) -> WorkerProcess | None:
+        """The worker that also writes the store stage's batches (the first one), while it is up."""
+        pool = self.pool
+        if pool and pool[0].alive and not pool[0].closing:
+            return pool[0]
+        return None
+
+    def hold_host(self, until: Deferred[None]) -> None:
+        """Keep the writing worker's stdin open at close until `until` fires (the store's last batch)."""
+        self.host_hold = until
+
     async def close_spider(self) -> None:
         pool, self.pool = self.pool, None
-        for worker in pool or ():
+        for worker in (pool or [])[1:]:
+            worker.close()
+        if pool and self.host_hold is not None:
+            await maybe_deferred_to_future(self.host_hold)
+        for worker in (pool or [])[:1]:
             worker.close()
         for worker in pool or ():
             if worker.alive:
@@ -232,6 +310,10 @@ class ExtractPipeline:
             return process_page(source, page.url, page.body, page.content_type, page.meta.get("hints")), False
         while True:
             worker = self._pick()
+            if worker is None:  # full? take in the answers waiting on the pipes first
+                for member in pool:
+                    member.pump()
+                worker = self._pick()
             if worker is not None:
                 break
             if self.steal or not any(w.ready for w in pool):
@@ -244,12 +326,15 @@ class ExtractPipeline:
             if self.pool is None:  # the pool broke while this page waited
                 return prepare_page(source, page, self.prep), True
         self.inflight += 1
-        try:
-            return await maybe_deferred_to_future(worker.send(page)), True
-        finally:
-            self.inflight -= 1
-            if self.room:
-                self.room.pop(0).callback(None)
+        # The slot is free as soon as the answer is read (a pump counts at once), not when this task resumes.
+        answer = worker.send(page).addBoth(self._release)
+        return await maybe_deferred_to_future(answer), True
+
+    def _release(self, result: Any) -> Any:
+        self.inflight -= 1
+        if self.room:
+            self.room.pop(0).callback(None)
+        return result
 
     def _pick(self) -> WorkerProcess | None:
         """The ready worker with the fewest pages, when the pool has room."""
@@ -282,7 +367,7 @@ class ExtractPipeline:
     def _ready(self, worker: WorkerProcess) -> None:
         self.stats.inc_value("newsingest/extract/workers_ready")
 
-    def _lost(self, worker: WorkerProcess, pages: list[tuple[RawPage, Deferred[PageResult]]],
+    def _lost(self, worker: WorkerProcess, pages: list[tuple[Any, Deferred[Any]]],
               reason: Failure) -> None:
         """A worker ended: expected at close; otherwise extract inline from now on (and its pages now)."""
         if self.pool is not None and worker in self.pool:
@@ -293,6 +378,9 @@ class ExtractPipeline:
                 other.close()
         source = self.source
         for page, done in pages:
+            if not isinstance(page, RawPage):  # a store batch: the store stage writes it again elsewhere
+                done.errback(Failure(WorkerLost(f"the worker ended: {reason.getErrorMessage()}")))
+                continue
             assert source is not None
             done.callback(prepare_page(source, page, self.prep))
         while self.room:

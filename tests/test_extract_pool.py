@@ -34,12 +34,14 @@ from crawler.extract_pool import (
     PreparedArticle,
     RawPage,
     _read_frame,
+    content_hash,
     frame,
     picklable,
     prepare_page,
     process_page,
 )
 from crawler.sources import load_source
+from crawler.urls import choose_canonical
 from pipelines.clean import CleanPipeline
 from pipelines.extract import article_item
 from pipelines.validate import ValidatePipeline
@@ -98,7 +100,11 @@ def _prepared(result: PageResult, page: RawPage, crawler: Any) -> tuple[str, Any
     before = dataclasses.asdict(item)
     assert CleanPipeline.from_crawler(crawler).process_item(item) is item and dataclasses.asdict(item) == before
     fields = dataclasses.asdict(item)
-    assert fields.pop("minhash") is None  # the store does not take it (yet): not computed
+    assert fields.pop("minhash") is None  # Preparation(minhash=False): not computed
+    # the worker computed the dedupe stage's canonical URL and content hash (the inline item has neither yet)
+    assert fields.pop("content_hash") == content_hash(fields["body"])
+    assert fields.pop("canonical_url") == choose_canonical(fields["url"], fields["declared_canonical_url"])
+    fields["content_hash"] = fields["canonical_url"] = None
     return "article", fields
 
 

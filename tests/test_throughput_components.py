@@ -31,6 +31,7 @@ from crawler.items import ArticleItem
 from crawler.sources import load_source
 from pipelines import store
 from pipelines.extract import ExtractPipeline
+from storage import writer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "extract"
 NON_ARTICLE = b"""<html><head><title>Sections - The Herald</title></head>
@@ -126,14 +127,14 @@ def test_writer_process_function_stores_a_batch(sqlite_url: str) -> None:
     from storage.repository import open_repository
 
     open_repository(sqlite_url).ensure_source("demo", "Demo")
-    store._init_writer(sqlite_url)
+    writer._init_writer(sqlite_url)
     record = {"source": "demo", "canonical_url": "https://example.com/a/", "content_hash": "h", "url":
               "https://example.com/a/", "title": "T", "subtitle": None, "body": "B " * 200, "authors": [],
               "published_at": datetime(2024, 1, 1, tzinfo=UTC), "modified_at": None, "language": "en",
               "section": None, "tags": [], "image_url": None, "site_name": "Demo", "etag": None,
               "last_modified": None, "fetched_at": datetime.now(UTC)}
     record = {key: record.get(key) for key in store.RECORD_KEYS}
-    assert store._write_batch([record], None).inserted == 1
-    assert store._write_batch([record], None).unchanged == 1
-    error = pickle.loads(pickle.dumps(store.StoreError("OperationalError: gone")))
+    assert writer._write_batch([record], None).inserted == 1
+    assert writer._write_batch([record], None).unchanged == 1
+    error = pickle.loads(pickle.dumps(writer.StoreError("OperationalError: gone")))
     assert str(error) == "OperationalError: gone"
