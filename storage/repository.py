@@ -1124,6 +1124,7 @@ _TRANSIENT_MARKERS = (
     "connection timeout",
     "connection is closed",
     "the database system is starting up",
+    "the database system is not yet accepting connections",  # recovery after a crash
     "the database system is shutting down",
     "ssl syscall error",
     "consuming input failed",

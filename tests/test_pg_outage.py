@@ -184,12 +184,13 @@ def down_10s(cluster: PgCluster) -> None:
 def test_postgresql_down_when_the_writer_process_starts(cluster: PgCluster, outage_db: str, tmp_path: Path) -> None:
     """The earlier intermittent failure, made deterministic.
 
-    The store's writer process starts at the first full batch. Here that batch
-    (10 items, no timer flushes) comes while the database is down: the crawl
-    must wait and replay as it does for any batch, not lose the rest of its rows.
+    The store's writer (by default the first extraction worker, started here with
+    the crawl's first page) gets its first batch (10 items, no timer flushes)
+    while the database is down: the crawl must wait and replay as it does for any
+    batch, not lose the rest of its rows.
     """
     settings = [s for s in CRAWL_SETTINGS if "STORE" not in s] + [
-        "NEWSINGEST_STORE_BATCH_SIZE=10", "NEWSINGEST_STORE_FLUSH_SECONDS=0"]
+        "NEWSINGEST_STORE_BATCH_SIZE=10", "NEWSINGEST_STORE_FLUSH_SECONDS=0", "NEWSINGEST_EXTRACT_POOL_MIN_PAGES=0"]
     result = crawl_through_fault(cluster, outage_db, tmp_path, down_10s, ready=run_started, settings=settings)
     assert len(result.urls) == len(set(result.urls))
     assert set(result.urls) == result.expected, (len(result.urls), result.stderr[-3000:])
