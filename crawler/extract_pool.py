@@ -41,6 +41,7 @@ from typing import Any
 
 from crawler.items import ArticleItem
 from crawler.sources import Source
+from storage.frames import frame, read_frame
 
 logger = logging.getLogger(__name__)
 
@@ -293,38 +294,6 @@ class ExtractPool:
 # batches (``(seq, StoreBatch)``, answered ``(seq, (ok, StoreResult or error text))``), so
 # the crawl needs no separate writer process (pipelines/store.py).
 
-_HEADER = 4
-
-
-def frame(obj: Any) -> bytes:
-    """One message: length prefix and pickle."""
-    import pickle
-
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return len(data).to_bytes(_HEADER, "big") + data
-
-
-def _read_exact(stream: Any, size: int) -> bytes | None:
-    chunks: list[bytes] = []
-    while size:
-        chunk = stream.read(size)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def _read_frame(stream: Any) -> Any:
-    import pickle
-
-    header = _read_exact(stream, _HEADER)
-    if header is None:
-        return None
-    data = _read_exact(stream, int.from_bytes(header, "big"))
-    return None if data is None else pickle.loads(data)
-
-
 @dataclass(frozen=True, slots=True)
 class StoreBatch:
     """A batch of the store stage for a worker that also writes (pipelines/store.py): written with
@@ -359,7 +328,7 @@ def worker_main() -> int:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     stdin = os.fdopen(0, "rb")
-    init = _read_frame(stdin)
+    init = read_frame(stdin)
     if init is None:
         return 0
     source, level, prep = init
@@ -367,7 +336,7 @@ def worker_main() -> int:
     out.write(frame((0, os.getpid())))
     out.flush()
     while True:
-        message = _read_frame(stdin)
+        message = read_frame(stdin)
         if message is None:
             return 0
         seq, work = message

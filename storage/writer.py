@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import signal
 import time
 import traceback
@@ -37,6 +36,7 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from storage.frames import frame, read_frame
 from storage.repository import Repository, StoreResult, open_repository
 
 logger = logging.getLogger(__name__)
@@ -85,35 +85,6 @@ def _write_batch(batch: list[dict[str, Any]], run_id: int | None) -> StoreResult
 
 
 # -- the pipe protocol ---------------------------------------------------------------------
-
-_HEADER = 4
-
-
-def frame(obj: Any) -> bytes:
-    """One message: length prefix and pickle (the same framing as the extraction workers')."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return len(data).to_bytes(_HEADER, "big") + data
-
-
-def _read_exact(stream: Any, size: int) -> bytes | None:
-    chunks: list[bytes] = []
-    while size:
-        chunk = stream.read(size)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_frame(stream: Any) -> Any:
-    """The next message, or None at the end of the stream."""
-    header = _read_exact(stream, _HEADER)
-    if header is None:
-        return None
-    data = _read_exact(stream, int.from_bytes(header, "big"))
-    return None if data is None else pickle.loads(data)
-
 
 def writer_main() -> int:
     """Write batches from stdin until it closes."""

@@ -25,13 +25,13 @@ from sqlalchemy import func, select
 from crawler.demo.run import write_sources_file
 from crawler.demo.server import serve_demo_site
 from crawler.demo.site import demo_source_config
-from crawler.extract_pool import Preparation, StoreBatch, _read_frame, frame, picklable
+from crawler.extract_pool import Preparation, StoreBatch, picklable
 from crawler.middlewares import SEEN_META, _ChunkLookup
 from crawler.sources import load_source
 from storage.db import create_db_engine, session_factory
+from storage.frames import frame, read_frame
 from storage.models import Article, CrawlRun
 from storage.repository import StoreResult, open_repository
-from storage.writer import read_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,8 +92,8 @@ def test_extraction_worker_writes_store_batches(tmp_path: Path, db_url: str) -> 
         proc.stdin.write(frame((1, StoreBatch(db_url, [_record(1), _record(2)], None))))
         proc.stdin.write(frame((2, StoreBatch(db_url, [_record(2), _record(3)], None))))
         proc.stdin.close()
-        assert _read_frame(proc.stdout)[0] == 0
-        answers = [_read_frame(proc.stdout) for _ in range(2)]
+        assert read_frame(proc.stdout)[0] == 0
+        answers = [read_frame(proc.stdout) for _ in range(2)]
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
