@@ -41,7 +41,6 @@ import difflib
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,7 @@ from sqlalchemy import func, insert, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from localsite import crawl_source, free_port  # noqa: E402
+from localsite import crawl_source, free_port, serve_newssite  # noqa: E402
 
 from crawler.demo.run import write_sources_file  # noqa: E402
 from crawler.settings import NEWSINGEST_MIN_BODY_CHARS  # noqa: E402
@@ -93,21 +92,6 @@ def load(db_url: str) -> tuple[dict[str, Article], dict[int, int], list[CrawlRun
         runs = list(session.scalars(select(CrawlRun).order_by(CrawlRun.id)))
     engine.dispose()
     return rows, versions, runs
-
-
-def serve_logged(out: Path, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """newssite's stdlib server with its access log (``serve --log``, on stderr) appended to `log`."""
-    with log.open("ab") as sink:
-        server = subprocess.Popen([sys.executable, "-m", "newssite", "serve", str(out), "--port", str(port), "--log"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=sink)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return server
-        time.sleep(0.1)
-    server.terminate()
-    raise RuntimeError("newssite server did not start")
 
 
 _REQUEST_LINE = re.compile(r'"GET (\S+) HTTP/[\d.]+" (\d{3}) ')
@@ -375,7 +359,7 @@ def main() -> int:
         log1, log2 = Path(tmp) / "access-epoch1.log", Path(tmp) / "access-epoch2.log"
         for log in (log1, log2):
             log.unlink(missing_ok=True)
-        server = serve_logged(out, port, env, log1)
+        server = serve_newssite(out, port, env, log1)
         try:
             first, elapsed = crawl_source(sources, "herald", db_url)
             time.sleep(0.2)  # the server's last log lines
@@ -393,7 +377,7 @@ def main() -> int:
         quality = url_and_near_dup_report(manifest, rows, landed)
 
         manifest2 = build(out, args, port, now, 2, env)
-        server = serve_logged(out, port, env, log2)
+        server = serve_newssite(out, port, env, log2)
         try:
             second, elapsed = crawl_source(sources, "herald", db_url)
             time.sleep(0.2)

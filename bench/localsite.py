@@ -18,10 +18,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_newssite(out: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start newssite's stdlib server on `port` and return once it accepts connections."""
-    server = subprocess.Popen([sys.executable, "-m", "newssite", "serve", str(out), "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def serve_newssite(out: Path, port: int, env: dict[str, str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start newssite's stdlib server on `port` and return once it accepts connections.
+
+    With `log`, its access log (``serve --log``, on stderr) is appended to that file.
+    """
+    command = [sys.executable, "-m", "newssite", "serve", str(out), "--port", str(port)]
+    if log is None:
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        with log.open("ab") as sink:
+            server = subprocess.Popen([*command, "--log"], env=env, stdout=subprocess.DEVNULL, stderr=sink)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with socket.socket() as sock:
