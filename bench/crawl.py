@@ -10,7 +10,9 @@ in robots.txt):
 
 * fetch: a SitemapSpider whose callback only yields ``response.url`` (the ceiling);
 * naive: the same spider with ``trafilatura.extract(with_metadata=True)`` in the callback;
-* newsingest: ``newsingest crawl`` (real spider, extraction, pipelines, database).
+* newsingest: ``newsingest crawl`` (real spider, extraction, pipelines, database): into a
+  fresh SQLite file, and with ``--db URL`` (PostgreSQL) also into that database, in
+  the same run, so that the PostgreSQL / SQLite ratio is measured side by side.
 
 Each crawl runs in its own process; CPU time is its rusage including every child
 process it waited for (extraction workers, the writer process), peak RSS is sampled
@@ -51,6 +53,9 @@ COMMON_SETTINGS = {
     "ROBOTSTXT_OBEY": True,
     "LOG_LEVEL": "WARNING",
 }
+
+
+LABELS = {"fetch": "fetch", "naive": "naive", "newsingest": "newsingest/sqlite", "newsingest-pg": "newsingest/pg"}
 
 
 # -- the baseline spiders (run in a child process: `bench/crawl.py --spider KIND ...`) -------------
@@ -279,12 +284,13 @@ def fmt_mb(n: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=5000)
-    parser.add_argument("--db", help="database URL for newsingest (default: a fresh SQLite file)")
+    parser.add_argument("--db", help="a PostgreSQL URL: newsingest also crawls into it (its public schema is "
+                                     "dropped before each run), besides the fresh SQLite file")
     parser.add_argument("--seed", default="42")
     parser.add_argument("--pad-kb", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1, help="run the three crawls this many times, in turn")
     parser.add_argument("--only", action="append", choices=("fetch", "naive", "newsingest"),
-                        help="run only these crawlers (repeatable)")
+                        help="run only these crawlers (repeatable; newsingest: into every database)")
     parser.add_argument("--workers", default="auto", help="NEWSINGEST_EXTRACT_WORKERS for newsingest")
     parser.add_argument("--max-inflight", type=int, default=16, help="NEWSINGEST_EXTRACT_MAX_INFLIGHT")
     parser.add_argument("--batch-size", type=int, default=100, help="NEWSINGEST_STORE_BATCH_SIZE")
@@ -303,7 +309,9 @@ def main() -> int:
     site, port = build_site(args, env)
     base = f"http://127.0.0.1:{port}"
     nginx = start_nginx(site, port, env)
-    kinds = args.only or ["fetch", "naive", "newsingest"]
+    kinds = [kind for kind in args.only or ["fetch", "naive", "newsingest"] if kind != "newsingest"]
+    if not args.only or "newsingest" in args.only:
+        kinds += ["newsingest"] + (["newsingest-pg"] if args.db else [])
     settings = newsingest_settings(args)
     results: dict[str, list[Result]] = {k: [] for k in kinds}
     try:
@@ -319,8 +327,8 @@ def main() -> int:
                 for kind in kinds:
                     stats_path = Path(tmp) / f"{kind}-{rep}.json"
                     log_path = Path(tmp) / f"{kind}-{rep}.log"
-                    if kind == "newsingest":
-                        db_url = args.db or f"sqlite:///{tmp}/news-{rep}.db"
+                    if kind.startswith("newsingest"):
+                        db_url = args.db if kind == "newsingest-pg" else f"sqlite:///{tmp}/news-{rep}.db"
                         reset_db(db_url)
                         cmd = [sys.executable, "-m", "crawler.cli", "crawl", "herald", "--sources", str(sources),
                                "--db", db_url]
@@ -330,7 +338,7 @@ def main() -> int:
                         cmd = [sys.executable, str(Path(__file__).resolve()), "--spider", kind, "--base-url", base,
                                "--stats", str(stats_path)]
                     result = measure(kind, cmd, env, log_path, site / "nginx" / "access.log")
-                    if kind == "newsingest":
+                    if kind.startswith("newsingest"):
                         result.articles, result.pages = count_rows(db_url)
                     elif stats_path.exists():
                         result.pages = json.loads(stats_path.read_text())["pages"]
@@ -338,7 +346,7 @@ def main() -> int:
                         print(f"{kind} exited {result.exit_code}; log tail:\n"
                               + log_path.read_text(errors="replace")[-3000:])
                     results[kind].append(result)
-                    print(f"  run {rep + 1} {kind}: {result.pages} pages in {result.wall:.1f}s "
+                    print(f"  run {rep + 1} {LABELS[kind]}: {result.pages} pages in {result.wall:.1f}s "
                           f"({result.pages_per_s:.0f}/s), cpu {result.cpu_ms_per_page:.2f} ms/page, "
                           f"peak {fmt_mb(result.peak_rss)} MB (children cpu sampled {result.sampled_child_cpu:.1f}s "
                           f"of {result.cpu:.1f}s)", flush=True)
@@ -357,41 +365,57 @@ def best(runs: list[Result]) -> Result:
 
 
 def report(args: argparse.Namespace, results: dict[str, list[Result]], settings: dict[str, object]) -> None:
-    db = args.db.split("@")[-1] if args.db else "sqlite (temp file)"
+    db = args.db.split("@")[-1] if args.db else None
     print()
     print(f"newssite {args.articles} articles, pad {args.pad_kb} KiB, nginx --no-faults; "
-          f"{os.cpu_count()} cores; db {db}; median of {args.repeat} run(s)")
+          f"{os.cpu_count()} cores; newsingest into SQLite (temp file){f' and PostgreSQL ({db})' if db else ''}; "
+          f"median of {args.repeat} run(s)")
     print("newsingest settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
-    head = (f"{'crawler':<12}{'pages':>8}{'wall s':>9}{'pages/s':>9}{'CPU ms/page':>13}{'peak RSS MB':>13}"
+    head = (f"{'crawler':<19}{'pages':>8}{'wall s':>9}{'pages/s':>9}{'CPU ms/page':>13}{'peak RSS MB':>13}"
             f"{'articles':>10}")
     print(head)
     print("-" * len(head))
     rows = {k: best(v) for k, v in results.items() if v}
     for kind, r in rows.items():
         articles = "-" if r.articles is None else str(r.articles)
-        print(f"{kind:<12}{r.pages:>8}{r.wall:>9.1f}{r.pages_per_s:>9.1f}{r.cpu_ms_per_page:>13.2f}"
+        print(f"{LABELS[kind]:<19}{r.pages:>8}{r.wall:>9.1f}{r.pages_per_s:>9.1f}{r.cpu_ms_per_page:>13.2f}"
               f"{fmt_mb(r.peak_rss):>13}{articles:>10}")
-    if {"fetch", "naive", "newsingest"} <= rows.keys():
-        ni, naive, fetch = rows["newsingest"], rows["naive"], rows["fetch"]
+    for kind in ("newsingest", "newsingest-pg"):
+        if not {"fetch", "naive", kind} <= rows.keys():
+            continue
+        ni, naive, fetch = rows[kind], rows["naive"], rows["fetch"]
         vs_naive = ni.pages_per_s / naive.pages_per_s
         vs_fetch = ni.pages_per_s / fetch.pages_per_s
         rss = ni.peak_rss / naive.peak_rss
-        print(f"newsingest / naive pages/s:  {vs_naive:.2f}x  (goal >= 2.0)  {'MET' if vs_naive >= 2 else 'NOT MET'}")
-        print(f"newsingest / fetch pages/s:  {vs_fetch:.2f}x  (goal >= 0.6)  {'MET' if vs_fetch >= 0.6 else 'NOT MET'}")
-        print(f"newsingest / naive peak RSS: {rss:.2f}x  (goal <= 1.5)  {'MET' if rss <= 1.5 else 'NOT MET'}")
+        name = LABELS[kind]
+        print(f"{name} / naive pages/s:  {vs_naive:.2f}x  (goal >= 2.0)  {met(vs_naive >= 2)}")
+        print(f"{name} / fetch pages/s:  {vs_fetch:.2f}x  (goal >= 0.6)  {met(vs_fetch >= 0.6)}")
+        print(f"{name} / naive peak RSS: {rss:.2f}x  (goal <= 1.5)  {met(rss <= 1.5)}")
         if args.repeat > 1:
-            per_rep = [n.pages_per_s / v.pages_per_s for n, v in zip(results["newsingest"], results["naive"],
-                                                                      strict=False)]
-            print("per-run newsingest/naive: " + ", ".join(f"{x:.2f}" for x in per_rep))
-    if "newsingest" in rows:
-        print_rss_trace(rows["newsingest"], args.rss_step)
+            per_rep = [n.pages_per_s / v.pages_per_s for n, v in zip(results[kind], results["fetch"], strict=False)]
+            print(f"per-run {name}/fetch: " + ", ".join(f"{x:.2f}" for x in per_rep))
+    if {"newsingest", "newsingest-pg"} <= rows.keys():
+        ratio = rows["newsingest-pg"].pages_per_s / rows["newsingest"].pages_per_s
+        print(f"{LABELS['newsingest-pg']} / {LABELS['newsingest']} pages/s:  {ratio:.2f}x  (goal >= 0.9: within 10%)  "
+              f"{met(ratio >= 0.9)}")
+        if args.repeat > 1:
+            per_rep = [p.pages_per_s / s.pages_per_s
+                       for p, s in zip(results["newsingest-pg"], results["newsingest"], strict=False)]
+            print("per-run postgresql/sqlite: " + ", ".join(f"{x:.2f}" for x in per_rep))
+    for kind in ("newsingest", "newsingest-pg"):
+        if kind in rows:
+            print_rss_trace(rows[kind], args.rss_step, LABELS[kind])
 
 
-def print_rss_trace(r: Result, step: int) -> None:
+def met(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+def print_rss_trace(r: Result, step: int, name: str) -> None:
     """Tree RSS when the crawl had fetched each multiple of `step` pages (nginx's access log), and at the end."""
     if not r.rss_trace or not r.rss_trace[-1][2]:
         return
-    print(f"newsingest RSS over the crawl (tree RSS when nginx had served N requests; step {step}):")
+    print(f"{name} RSS over the crawl (tree RSS when nginx had served N requests; step {step}):")
     marks = [*range(step, r.rss_trace[-1][2] + 1, step)]
     at: dict[int, int] = {}
     peak = 0
@@ -405,7 +429,7 @@ def print_rss_trace(r: Result, step: int) -> None:
         first, last = at[marks[0]], at[max(at)]
         growth = (last - first) / 2**20
         print(f"  RSS at {max(at)} pages - RSS at {marks[0]} pages: {growth:+.0f} MB "
-              f"(goal <= 100)  {'MET' if growth <= 100 else 'NOT MET'}")
+              f"(goal <= 100)  {met(growth <= 100)}")
 
 
 if __name__ == "__main__":
