@@ -24,6 +24,14 @@ so batches are written in order. A timer flushes a partial batch every few secon
 killed crawl loses at most that much work, and the rerun's upserts fill the gap without
 doubling anything.
 
+A publication time a listing gave for a page after the page went to extraction (the
+spider's ``late_published_hint`` signal: a section page's teaser parsed after the
+article) refines that article's ``published_at`` when it adds the seconds to a
+minute-precision date in the same minute (or the page had none;
+``late_hint_refines``): applied to the item when it has not reached this stage yet,
+else as a `published_hint` record in the next batch, which the repository applies
+to the stored row.
+
 A page the dedupe stage drops as a duplicate of this run's item for its canonical
 URL (`DuplicateInRun`: a copy that declares it canonical, another spelling) is not
 stored, but its URL and validators are: a `url_only` record in the same batches
@@ -36,7 +44,8 @@ import contextlib
 import logging
 import os
 import sys
-from collections import deque
+from collections import OrderedDict, deque
+from datetime import datetime
 from typing import Any
 
 from itemadapter import ItemAdapter
@@ -49,8 +58,11 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from crawler.extract.dates import late_hint_refines, parse_hint
 from crawler.extract_pool import StoreBatch
 from crawler.items import ArticleItem
+from crawler.signals import late_published_hint
+from crawler.urls import fetched_url_key
 from pipelines.dedupe import DuplicateInRun
 from pipelines.extract import WorkerLost, WorkerProcess, extract_stage
 from storage.db import resolve_database_url
@@ -62,6 +74,10 @@ logger = logging.getLogger(__name__)
 #: What a record carries to the repository. ``minhash`` is the near-duplicate signature the extraction
 #: workers computed (crawler/extract_pool.py ``prepare_page``); None (an item extracted inline) makes
 #: the repository compute it (storage/signature.py, the same function either way).
+#: Late publication hints kept for articles still in extraction (the oldest are forgotten first; those
+#: articles' rows are refined by the hint's record in the batches instead).
+LATE_HINTS_KEPT = 4096
+
 RECORD_KEYS = ("source", "canonical_url", "content_hash", "etag", "last_modified", "fetched_at", "minhash",
                *CONTENT_COLUMNS)
 
@@ -87,6 +103,7 @@ class StorePipeline:
         self.max_pending = max(1, max_pending)
         self.buffer: list[dict[str, Any]] = []
         self.buffer_urls: set[str] = set()  # canonical URLs of the articles in `buffer`
+        self.late_hints: OrderedDict[str, datetime] = OrderedDict()  # fetched_url_key(url) → listed time
         self.pending: deque[Deferred[Any]] = deque()
         self.repository: Repository | None = None
         self.pool: ThreadPool | None = None
@@ -112,7 +129,24 @@ class StorePipeline:
                        s.getint("NEWSINGEST_STORE_MAX_PENDING_BATCHES", 4),
                        s.get("NEWSINGEST_STORE_WRITER", "worker"))
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
+        crawler.signals.connect(pipeline.late_published_hint, signal=late_published_hint)
         return pipeline
+
+    def late_published_hint(self, url: str, published_at: Any) -> None:
+        """A listing's publication time for a page already sent to extraction: kept for its item, and
+        sent to the repository for its row (whichever comes first refines it; the other finds nothing
+        left to refine)."""
+        value = parse_hint(published_at)
+        if value is None:
+            return
+        key = fetched_url_key(url)
+        if self.late_hints.get(key) == value:
+            return
+        self.late_hints[key] = value
+        self.late_hints.move_to_end(key)
+        while len(self.late_hints) > LATE_HINTS_KEPT:
+            self.late_hints.popitem(last=False)
+        self.buffer.append({"published_hint": True, "url": url, "published_at": value})
 
     def item_dropped(self, exception: BaseException) -> None:
         """A duplicate the dedupe stage dropped: its URL goes in the next batch (``article_urls`` only)."""
@@ -137,6 +171,11 @@ class StorePipeline:
 
     async def process_item(self, item: Any) -> Any:
         record = to_record(item)
+        if self.late_hints:
+            hint = self.late_hints.pop(fetched_url_key(record["url"]), None)
+            if hint is not None and late_hint_refines(record["published_at"], hint):
+                record["published_at"] = hint
+                self.stats.inc_value("newsingest/dates/late_refined")
         if record["canonical_url"] in self.buffer_urls:
             # The canonical page after a copy of it (both stored, the page's text in place of the copy's):
             # the copy's batch goes first, so each batch is written set-based (a canonical URL twice in
@@ -327,6 +366,8 @@ class StorePipeline:
             stats.inc_value("newsingest/stored/replaced", result.replaced)
         if result.linked_urls:
             stats.inc_value("newsingest/stored/url_links", result.linked_urls)
+        if result.published_refined:
+            stats.inc_value("newsingest/dates/late_refined", result.published_refined)
         if result.attempts > 1:
             stats.inc_value("newsingest/store/retried_batches")
         for url, error in result.failed:
@@ -336,7 +377,7 @@ class StorePipeline:
     def _batch_failed(self, failure: Any, batch: list[dict[str, Any]]) -> None:
         """The database stayed unreachable: count the loss and stop crawling."""
         message = failure.getErrorMessage().splitlines()[0] if failure.getErrorMessage() else str(failure)
-        articles = sum(1 for record in batch if not record.get("url_only"))
+        articles = sum(1 for record in batch if not (record.get("url_only") or record.get("published_hint")))
         self.stats.inc_value("newsingest/store/failed", articles)
         logger.error("a batch of %d articles could not be stored: %s", articles, message)
         if self.fatal_error is None:

@@ -125,6 +125,7 @@ class StoreResult:
     replaced: int = 0  # a copy's stand-in text replaced in place (by the canonical page's own; no new version)
     content_duplicates: int = 0
     linked_urls: int = 0  # `url_only` records whose URL was linked to their canonical URL's row
+    published_refined: int = 0  # rows whose published_at a `published_hint` record refined
     failed: list[tuple[str, str]] = field(default_factory=list)
     attempts: int = 1
 
@@ -135,6 +136,7 @@ class StoreResult:
         self.replaced += other.replaced
         self.content_duplicates += other.content_duplicates
         self.linked_urls += other.linked_urls
+        self.published_refined += other.published_refined
         self.failed.extend(other.failed)
 
 
@@ -180,7 +182,10 @@ class Repository:
         `canonical_url` and the validators: a page the crawl fetched but
         stores no text of (the dedupe stage dropped it as a duplicate of a page
         of this run); only its ``article_urls`` row is written, after the batch's
-        articles, if its canonical URL has a row. Retries the whole batch on a
+        articles, if its canonical URL has a row. A record with a true
+        `published_hint` holds `url` and `published_at` (aware): a publication time a
+        listing gave for that page after it was extracted, applied after the
+        batch's articles (`_refine_published`). Retries the whole batch on a
         lost connection.
         """
         delay = self.retry_backoff
@@ -205,8 +210,9 @@ class Repository:
         then the post-commit recheck of the story groups this batch started."""
         now = utcnow()
         links = [r for r in records if r.get("url_only")]
-        if links:
-            records = [r for r in records if not r.get("url_only")]
+        hints = [r for r in records if r.get("published_hint")]
+        if links or hints:
+            records = [r for r in records if not (r.get("url_only") or r.get("published_hint"))]
         done: _BatchOutcome | None = None
         if self.batch_writes and len(records) > 1:
             try:
@@ -223,8 +229,35 @@ class Repository:
             self.batches_written["rows"] += 1
         else:
             self.batches_written["set"] += 1
+        if hints:
+            done.result.published_refined = self._refine_published(hints, now)
         self._converge_groups(done.lonely, done.copies)
         return done.result
+
+    def _refine_published(self, hints: Sequence[Mapping[str, Any]], now: datetime) -> int:
+        """Apply late publication hints (``published_hint`` records) to the rows of their pages: the
+        listed time replaces a ``published_at`` in its very minute without seconds, or a missing one
+        (crawler/extract/dates.py ``late_hint_refines``, as the store stage applies it to an item in
+        flight). One executemany, the row found through ``article_urls``; the number of rows refined."""
+        wanted: dict[str, datetime] = {}
+        for record in hints:
+            value = record.get("published_at")
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                wanted[fetched_url_key(record["url"])] = value.astimezone(UTC)
+        if not wanted:
+            return 0
+        table = Article.__table__
+        page_row = select(ArticleUrl.article_id).where(ArticleUrl.url == bindparam("h_url")).scalar_subquery()
+        stmt = update(table).where(
+            table.c.id == page_row,
+            or_(table.c.published_at.is_(None), table.c.published_at == bindparam("h_minute")),
+            table.c.published_at.is_distinct_from(bindparam("h_value")),
+        ).values(published_at=bindparam("h_value"), updated_at=now)
+        with self.sessions.begin() as session:
+            result = session.execute(stmt, [{"h_url": url, "h_value": value,
+                                             "h_minute": value.replace(second=0, microsecond=0)}
+                                            for url, value in sorted(wanted.items())])
+            return max(0, result.rowcount or 0)
 
     def _upsert_rows(self, records: Sequence[Mapping[str, Any]], links: Sequence[Mapping[str, Any]],
                      run_id: int | None, now: datetime) -> _BatchOutcome:

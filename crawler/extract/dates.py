@@ -473,6 +473,19 @@ def _minute_precision(value: datetime) -> bool:
     return value.second == 0 and value.microsecond == 0
 
 
+def late_hint_refines(published: datetime | None, hint: datetime) -> bool:
+    """Whether a listing's publication time learned after the page was extracted (a section page's
+    teaser parsed later in the crawl) improves a stored ``published_at``: the page had no date, or
+    one precise to the minute in the hint's very minute (the hint adds the seconds). The day-only rule
+    of `refine_with_hints` needs the page's own zone, which a stored UTC instant no longer has."""
+    if hint.tzinfo is None:
+        return False
+    if published is None:
+        return True
+    return published.tzinfo is not None and _minute_precision(published) and published == hint.replace(
+        second=0, microsecond=0) and hint != published
+
+
 def refine_with_hints(published: datetime | None, modified: datetime | None, hints: Mapping[str, Any],
                       signals: list[str]) -> tuple[datetime | None, datetime | None]:
     """Add the precision a page lacks from what the crawler knows about the URL.

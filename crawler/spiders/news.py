@@ -25,6 +25,7 @@ from crawler.discovery import DecompressionError, SitemapEntry, maybe_gunzip, pa
 from crawler.extract_pool import RawPage
 from crawler.middlewares import PAGE_KIND, NotModified, SeenRequest
 from crawler.netguard import allow_private_networks_in_process
+from crawler.signals import late_published_hint
 from crawler.sources import Source, load_source, resolve_sources_path
 from crawler.urls import strip_tracking
 
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 LINKED_PRIORITY = 6
 LISTED_PRIORITY = 5
 _FULL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+_DIGITS = re.compile(r"\d+")
 
 # Documents that are never HTML pages worth following from a page.
 _NOT_PAGES = [*IGNORED_EXTENSIONS, "xml", "rss", "atom", "gz", "json", "txt", "ics", "vcf"]
@@ -71,6 +73,9 @@ class NewsSpider(scrapy.Spider):
         # will fetch it: a later listing of the same URL is dropped by the dupefilter, but its
         # hints are merged into the first request's. Emptied as pages arrive or are skipped.
         self._listed_hints: dict[str, dict[str, str]] = {}
+        # hash() of every URL whose page was handed to extraction (before and after redirects): a
+        # publication time listed for one of them later is sent as a late hint (`_late_hint`).
+        self._handled: set[int] = set()
 
     @property
     def _links(self) -> LinkExtractor:
@@ -130,7 +135,8 @@ class NewsSpider(scrapy.Spider):
                 continue
             stats.inc_value(f"newsingest/discovered/{kind}")
             url = strip_tracking(entry.loc)
-            meta: dict[str, Any] = {"follow_depth": max_depth, "newsingest_kind": PAGE_KIND}
+            self._late_hint(url, entry.news_publication_date or entry.published)
+            meta: dict[str, Any] = {"follow_depth": max_depth, "newsingest_kind": PAGE_KIND, "newsingest_listed": True}
             meta["newsingest_hints"] = self._remember_hints(url, entry)
             # Listed pages are complete on their own: their links are not followed.
             yield Request(url, callback=self.parse_page, errback=self.on_error, priority=LISTED_PRIORITY, meta=meta)
@@ -171,6 +177,9 @@ class NewsSpider(scrapy.Spider):
         headers = response.headers
         fetched_at = datetime.now(UTC)
         hints: dict[str, Any] = dict(self._pop_hints(response.request) or {})
+        self._handled.add(hash(response.url))
+        if response.request is not None:
+            self._handled.add(hash((response.request.meta.get("redirect_urls") or [response.request.url])[0]))
         last_modified = _header(headers, b"Last-Modified")
         if last_modified:
             hints.setdefault("modified_at", last_modified)
@@ -191,9 +200,13 @@ class NewsSpider(scrapy.Spider):
     def _follow(self, response: Response) -> Iterator[Request]:
         depth = response.meta.get("follow_depth", self.source.follow_depth)
         if depth >= self.source.follow_depth:
+            if not response.meta.get("newsingest_listed"):
+                self._teaser_hints_only(response)
             return
         next_pages = set(response.xpath('//link[@rel="next"]/@href | //a[@rel="next"]/@href').getall())
         next_pages = {response.urljoin(href) for href in next_pages}
+        # The listing's other numbered pages ("1 2 … 6 … 12") are shaped like its "next" link.
+        page_shapes = {_DIGITS.sub("#", url) for url in next_pages}
         teaser_times = self._teaser_times(response)
         for link in self._links.extract_links(response):
             if not self.source.is_allowed(link.url):
@@ -201,11 +214,21 @@ class NewsSpider(scrapy.Spider):
             url = strip_tracking(link.url)
             meta: dict[str, Any] = {"newsingest_kind": PAGE_KIND}
             published = teaser_times.get(link.url)
-            if published:
+            if published and not self._late_hint(url, published):
                 meta["newsingest_hints"] = self._remember_hints(url, SitemapEntry(url, published=published))
-            # Pagination of a listing stays at the listing's depth.
-            meta["follow_depth"] = depth + (0 if link.url in next_pages else 1)
+            # Pagination of a listing stays at the listing's depth, whichever of its links is met first.
+            pagination = link.url in next_pages or _DIGITS.sub("#", link.url) in page_shapes
+            meta["follow_depth"] = depth + (0 if pagination else 1)
             yield Request(url, callback=self.parse_page, errback=self.on_error, priority=LINKED_PRIORITY, meta=meta)
+
+    def _teaser_hints_only(self, response: Response) -> None:
+        """A linked page at the depth limit (a section's later pages, often reached through a numbered link
+        rather than "next"): its links are not followed, but its teaser times still count, for pages
+        already handled (late hints) or already requested."""
+        for href, published in self._teaser_times(response).items():
+            url = strip_tracking(href)
+            if not self._late_hint(url, published) and url in self._listed_hints:
+                self._remember_hints(url, SitemapEntry(url, published=published))
 
     @staticmethod
     def _teaser_times(response: Response) -> dict[str, str]:
@@ -219,9 +242,22 @@ class NewsSpider(scrapy.Spider):
             value = teaser.xpath(".//time/@datetime").get("")
             if not _FULL_TIMESTAMP.search(value):
                 continue
-            for href in teaser.xpath(".//a/@href").getall():
+            # The headline's link names the story; byline and tag links only when there is no headline link.
+            hrefs = (teaser.xpath(".//*[self::h1 or self::h2 or self::h3 or self::h4]//a/@href").getall()
+                     or teaser.xpath(".//a/@href").getall())
+            for href in hrefs:
                 times.setdefault(response.urljoin(href), value)
         return times
+
+    def _late_hint(self, url: str, published: str | None) -> bool:
+        """Send a publication time listed for `url` after its page went to extraction (a section page
+        parsed after the article: sitemap-listed pages are fetched in parallel with the pagination
+        that lists them) to the store stage, which applies it to the article; True when sent."""
+        if not published or hash(url) not in self._handled:
+            return False
+        self.crawler.stats.inc_value("newsingest/dates/late_hints")
+        self.crawler.signals.send_catch_log(late_published_hint, url=url, published_at=published)
+        return True
 
     def _pop_hints(self, request: Request | None) -> dict[str, str] | None:
         """The listing hints of a request, forgotten by the spider once its page is handled."""
