@@ -112,7 +112,7 @@ def test_extract_stage_turns_pages_into_items(source) -> None:
         asyncio.run(stage.process_item(RawPage(source.name, "https://example.com/s/", NON_ARTICLE, "text/html")))
     passthrough = object()
     assert asyncio.run(stage.process_item(passthrough)) is passthrough
-    stage.close_spider()
+    asyncio.run(stage.close_spider())  # no pool (workers 0): nothing to wait for
     assert isinstance(item, ArticleItem)
     fields = process_page(source, url, body, "text/html; charset=utf-8").fields
     assert item.title == fields["title"] and item.body == fields["body"] and item.etag == '"e"'
