@@ -9,8 +9,6 @@ it conditionally and take a 304, as for the canonical page itself.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from crawling import crawl
 from loopback import QuietHandler, serve
 from sqlalchemy import select
 
@@ -30,7 +29,6 @@ from storage.db import create_db_engine, session_factory
 from storage.models import Article, ArticleUrl, CrawlRun
 from storage.repository import Repository, open_repository
 
-ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)  # inside the 3-day window
 
 
@@ -105,18 +103,8 @@ def site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield base, sources
 
 
-def crawl(sources: Path, db_url: str, *settings: str) -> CrawlRun:
-    result = subprocess.run([sys.executable, "-m", "crawler.cli", "crawl", "courier", "--sources", str(sources),
-                             "--db", db_url, "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "LOG_LEVEL=INFO",
-                             *(arg for s in settings for arg in ("-s", s))],
-                            cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    engine = create_db_engine(db_url)
-    with session_factory(engine)() as session:
-        run = session.scalars(select(CrawlRun).order_by(CrawlRun.id.desc())).first()
-    engine.dispose()
-    assert run is not None and run.status == "succeeded", run and run.error
-    return run
+def crawl_courier(sources: Path, db_url: str, *settings: str) -> CrawlRun:
+    return crawl("courier", sources, db_url, *settings)
 
 
 def url_rows(db_url: str) -> dict[str, tuple[str, str | None, datetime]]:
@@ -132,7 +120,7 @@ def url_rows(db_url: str) -> dict[str, tuple[str, str | None, datetime]]:
 
 def test_a_recrawl_extracts_no_copy_of_a_stored_article_again(site: tuple[str, Path], db_url: str) -> None:
     base, sources = site
-    first = crawl(sources, db_url)
+    first = crawl_courier(sources, db_url)
     assert sorted(path for path, _ in Site.log) == sorted(PAGES), "every page fetched once"
     assert first.items_stored == 3 and first.stats.get("newsingest/duplicates/url") == 2
     assert first.stats.get("newsingest/stored/replaced") == 1  # pair B's stand-in gave way
@@ -148,7 +136,7 @@ def test_a_recrawl_extracts_no_copy_of_a_stored_article_again(site: tuple[str, P
 
     # young articles: asked conditionally, copies included; every answer is a 304, nothing is extracted
     Site.log.clear()
-    second = crawl(sources, db_url)
+    second = crawl_courier(sources, db_url)
     assert sorted(Site.log) == sorted((path, 304) for path in PAGES)
     stats = second.stats
     assert stats["newsingest/not_modified"] == len(PAGES)
@@ -160,7 +148,7 @@ def test_a_recrawl_extracts_no_copy_of_a_stored_article_again(site: tuple[str, P
 
     # outside the recrawl window: no page of a stored article is requested, copies included
     Site.log.clear()
-    third = crawl(sources, db_url, "NEWSINGEST_RECRAWL_WINDOW_DAYS=0")
+    third = crawl_courier(sources, db_url, "NEWSINGEST_RECRAWL_WINDOW_DAYS=0")
     assert Site.log == []
     assert third.stats["newsingest/skipped/seen"] == len(PAGES)
 

@@ -12,30 +12,26 @@ very minute, or no date at all.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from crawling import crawl, wait_for_rows
 from loopback import QuietHandler, serve
 from scrapy.utils.test import get_crawler
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
 
 from crawler.demo.run import write_sources_file
 from crawler.extract.dates import late_hint_refines
 from crawler.items import ArticleItem
 from pipelines.store import StorePipeline
 from storage.db import create_db_engine, session_factory
-from storage.models import Article, CrawlRun
+from storage.models import Article
 from storage.repository import open_repository
 
-ROOT = Path(__file__).resolve().parents[1]
 BODY = " ".join(f"Paragraph {i}: the harbour authority approved the new ferry timetable after a long "
                 "consultation with residents of the outer islands." for i in range(8))
 
@@ -82,7 +78,7 @@ class Islands(QuietHandler):
             return self.reply(200, b'<html><body><h1>News</h1><a rel="next" href="/section/?page=2">More</a>'
                                    b"</body></html>")
         if path == "/section/":
-            self.wait_for_rows(len(ARTICLES))
+            wait_for_rows(self.db_url, select(Article.id), len(ARTICLES))
             teasers = "".join(f'<article><h2><a href="{p}">{a[0]}</a></h2><time datetime="{a[2]}">12 March</time>'
                               "</article>" for p, a in ARTICLES.items())
             return self.reply(200, f"<html><body><h1>News, page 2</h1>{teasers}</body></html>".encode())
@@ -90,22 +86,6 @@ class Islands(QuietHandler):
             title, published, _late, _want = ARTICLES[path]
             return self.reply(200, _article(title, published))
         return self.reply(404, b"not found", {"Content-Type": "text/plain"})
-
-    def wait_for_rows(self, count: int, timeout: float = 60.0) -> None:
-        engine = create_db_engine(self.db_url)
-        try:
-            give_up = time.monotonic() + timeout
-            while time.monotonic() < give_up:
-                try:
-                    with session_factory(engine)() as session:
-                        if len(session.scalars(select(Article.id)).all()) >= count:
-                            return
-                except DBAPIError:  # the crawl has not created the tables yet
-                    pass
-                time.sleep(0.1)
-        finally:
-            engine.dispose()
-        raise AssertionError("the articles were never stored")
 
 
 @pytest.fixture
@@ -122,19 +102,13 @@ def islands(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Path]]:
 def test_a_teaser_time_parsed_after_the_article_was_stored_refines_its_row(islands: tuple[str, Path],
                                                                            db_url: str) -> None:
     base, sources = islands
-    result = subprocess.run([sys.executable, "-m", "crawler.cli", "crawl", "islands", "--sources", str(sources),
-                             "--db", db_url, "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "LOG_LEVEL=INFO",
-                             "-s", "NEWSINGEST_STORE_FLUSH_SECONDS=0.2"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run = crawl("islands", sources, db_url, "NEWSINGEST_STORE_FLUSH_SECONDS=0.2")
     assert "/section/?page=2" in Islands.log
     engine = create_db_engine(db_url)
     with session_factory(engine)() as session:
         stored = {a.url.removeprefix(base): a.published_at for a in session.scalars(select(Article))}
-        run = session.scalars(select(CrawlRun).order_by(CrawlRun.id.desc())).first()
     engine.dispose()
     assert stored == {path: want for path, (_t, _p, _late, want) in ARTICLES.items()}
-    assert run is not None and run.status == "succeeded"
     assert run.stats["newsingest/dates/late_hints"] == 3
     assert run.stats["newsingest/dates/late_refined"] == 1
 

@@ -12,10 +12,7 @@ against: the row of a stand-in counted as "the canonical URL was fetched" by the
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -23,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from crawling import crawl, wait_for_rows
 from loopback import QuietHandler, serve
 from scrapy.utils.test import get_crawler
 from sqlalchemy import select
@@ -35,7 +33,6 @@ from storage.db import create_db_engine, session_factory
 from storage.models import Article, ArticleUrl, ArticleVersion, CrawlRun
 from storage.repository import Repository, open_repository
 
-ROOT = Path(__file__).resolve().parents[1]
 OLD = datetime(2024, 9, 16, 14, 0, tzinfo=UTC)  # far outside the recrawl window: a stored URL is not requested again
 
 CANONICAL = "https://example.com/world/2024/09/16/sanctions-package-a000162/"
@@ -243,7 +240,7 @@ class Herald(QuietHandler):
             return self.reply(200, f'<?xml version="1.0"?><rss version="2.0"><channel><title>Herald</title>'
                                    f"{items}</channel></rss>".encode(), {"Content-Type": "application/rss+xml"})
         if path == ORIGINAL_PATH.rstrip("/"):
-            self.wait_for_row(host + ORIGINAL_PATH)
+            wait_for_rows(self.db_url, select(Article.id).where(Article.canonical_url == host + ORIGINAL_PATH))
             return self.reply(301, b"", {"Location": host + ORIGINAL_PATH})
         if path == ORIGINAL_PATH:
             return self.reply(200, _page(OWN_TITLE, OWN_BODY, host + ORIGINAL_PATH),
@@ -253,18 +250,6 @@ class Herald(QuietHandler):
                               {"ETag": '"copy"', "Last-Modified": formatdate(OLD.timestamp(), usegmt=True)})
         return self.reply(404, b"not found", {"Content-Type": "text/plain"})
 
-    def wait_for_row(self, canonical: str, timeout: float = 60.0) -> None:
-        engine = create_db_engine(self.db_url)
-        try:
-            give_up = time.monotonic() + timeout
-            while time.monotonic() < give_up:
-                with session_factory(engine)() as session:
-                    if session.scalar(select(Article.id).where(Article.canonical_url == canonical)) is not None:
-                        return
-                time.sleep(0.1)
-        finally:
-            engine.dispose()
-        raise AssertionError("the copy's row was never stored")
 
 @pytest.fixture
 def herald(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Path]]:
@@ -277,18 +262,8 @@ def herald(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Path]]:
         yield base, sources
 
 
-def crawl(sources: Path, db_url: str) -> CrawlRun:
-    result = subprocess.run([sys.executable, "-m", "crawler.cli", "crawl", "herald", "--sources", str(sources),
-                             "--db", db_url, "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "LOG_LEVEL=INFO",
-                             "-s", "NEWSINGEST_STORE_FLUSH_SECONDS=0.2"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    engine = create_db_engine(db_url)
-    with session_factory(engine)() as session:
-        run = session.scalars(select(CrawlRun).order_by(CrawlRun.id.desc())).first()
-    engine.dispose()
-    assert run is not None and run.status == "succeeded", run and run.error
-    return run
+def crawl_herald(sources: Path, db_url: str) -> CrawlRun:
+    return crawl("herald", sources, db_url, "NEWSINGEST_STORE_FLUSH_SECONDS=0.2")
 
 
 def stored(db_url: str) -> dict[str, tuple[str, str, str]]:
@@ -305,7 +280,7 @@ def test_canonical_page_requested_after_its_copy_was_stored_replaces_it(herald: 
     alone by the seen check, as a redirect's target is): it must be fetched and replace the copy's text."""
     base, sources = herald
     Herald.feed[:] = [COPY_PATH, ORIGINAL_PATH.rstrip("/")]
-    run = crawl(sources, db_url)
+    run = crawl_herald(sources, db_url)
     assert ORIGINAL_PATH in Herald.log, "the canonical page was never requested"
     assert not run.stats.get("newsingest/skipped/seen")
     assert run.stats.get("newsingest/stored/replaced") == 1
@@ -321,12 +296,12 @@ def test_canonical_page_listed_in_a_later_run_replaces_a_stored_copy(herald: tup
     The stand-in does not make it "already stored": it is fetched and takes the copy's place."""
     base, sources = herald
     Herald.feed[:] = [COPY_PATH]
-    first = crawl(sources, db_url)
+    first = crawl_herald(sources, db_url)
     assert first.items_stored == 1
     assert stored(db_url)[base + ORIGINAL_PATH][1] == COPY_TITLE
     Herald.feed[:] = [COPY_PATH, ORIGINAL_PATH]
     Herald.log.clear()
-    second = crawl(sources, db_url)
+    second = crawl_herald(sources, db_url)
     assert ORIGINAL_PATH in Herald.log and COPY_PATH not in Herald.log  # the copy is seen; its original is not
     assert second.stats.get("newsingest/skipped/seen") == 1 and second.stats.get("newsingest/stored/replaced") == 1
     assert stored(db_url)[base + ORIGINAL_PATH][:2] == (base + ORIGINAL_PATH, OWN_TITLE)
