@@ -37,6 +37,16 @@ def test_a_teaser_time_reaches_a_page_listed_without_dates_and_handled_pages_are
     assert spider._listed_hints == {}
 
 
+def test_a_teaser_time_reaches_a_page_first_requested_from_a_plain_link() -> None:
+    """The page was requested from a link with no time (a related-stories list); a section teaser gives
+    its time while that request waits (the sitemap's request of it is dropped as a duplicate)."""
+    spider = NewsSpider(source="herald")
+    plain = Request(URL, meta={"follow_depth": 2})
+    spider._remember_hints(URL, SitemapEntry(URL, published="2025-02-20T19:29:56Z"))
+    assert spider._pop_hints(plain) == {"published_at": "2025-02-20T19:29:56Z"}
+    assert spider._listed_hints == {}
+
+
 def test_teaser_times_from_a_section_page() -> None:
     from scrapy.http import HtmlResponse
 

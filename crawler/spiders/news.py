@@ -260,15 +260,21 @@ class NewsSpider(scrapy.Spider):
         return True
 
     def _pop_hints(self, request: Request | None) -> dict[str, str] | None:
-        """The listing hints of a request, forgotten by the spider once its page is handled."""
+        """The listing hints of a request, forgotten by the spider once its page is handled.
+
+        Looked up by URL too: a page first requested from a plain link (no hints of its own) may have
+        been given a time by a teaser while that request waited, and a later sitemap's request of it was
+        dropped by the dupefilter.
+        """
         if request is None:
             return None
+        # The URL the listing named: before any redirect.
+        first_url = (request.meta.get("redirect_urls") or [request.url])[0]
+        listed = self._listed_hints.pop(first_url, None)
         hints = request.meta.get("newsingest_hints")
-        if hints is not None:
-            # The URL the listing named: before any redirect.
-            first_url = (request.meta.get("redirect_urls") or [request.url])[0]
-            self._listed_hints.pop(first_url, None)
-        return hints
+        if hints is None or listed is None or listed is hints:
+            return hints if hints is not None else listed
+        return {**listed, **hints}
 
     def on_error(self, failure: Any) -> None:
         """Count fetch failures per kind; Scrapy already logged the details."""
