@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from crawler.demo.run import write_sources_file
 from crawler.demo.server import serve_demo_site
@@ -129,7 +130,10 @@ def all_runs(db_url: str) -> list[CrawlRun]:
 def wait_for(db_url: str, done: Any, timeout: float, proc: subprocess.Popen[str]) -> list[CrawlRun]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = all_runs(db_url)
+        try:
+            runs = all_runs(db_url)
+        except DBAPIError:  # the scheduler is still migrating the schema (crawl_runs without its newest columns)
+            runs = []
         if done(runs):
             return runs
         if proc.poll() is not None:
