@@ -16,12 +16,9 @@ which the validate and clean stages pass through). Same functions, same
 order, same results as the inline path; only the process differs.
 
 Nothing here knows Scrapy: ``process_page`` / ``prepare_page`` are pure
-functions of the source and the page. ``ExtractPool`` wraps a
-``ProcessPoolExecutor`` (spawn context, so workers never inherit the
-reactor and import only the extractor, not Scrapy or SQLAlchemy; each
-imports it once, in its initializer) and takes pages in batches, so the
-per-task cost of the executor (pickling, its feeder and result threads,
-which take the parent's GIL) is paid once per batch.
+functions of the source and the page. The workers are plain ``python -m
+crawler.extract_pool`` processes fed over their stdin/stdout (``worker_main``,
+below); each imports the extractor once, before it answers that it is ready.
 """
 
 from __future__ import annotations
@@ -29,12 +26,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import multiprocessing
 import os
 import re
 import traceback
 import unicodedata
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -190,16 +185,10 @@ def prepare_page(source: Source, page: RawPage, prep: Preparation) -> PageResult
 
 # -- the worker side -------------------------------------------------------------------
 
-_worker_source: Source | None = None
-_worker_prep = Preparation()
-
-
-def _init_worker(source: Source, log_level: int, prep: Preparation = _worker_prep) -> None:
-    global _worker_source, _worker_prep
-    _worker_source = source
-    _worker_prep = prep
+def _init_worker(log_level: int, prep: Preparation) -> None:
+    """Log at the crawl's level; import the extractor once, before the worker says it is ready."""
     logging.basicConfig(level=log_level, format="%(asctime)s [%(name)s] %(levelname)s: %(message)s")
-    # Import the extractor (lxml, trafilatura, htmldate, ...) once per worker, up front.
+    # lxml, trafilatura, htmldate, ...: seconds of imports that no page should wait for
     import trafilatura  # noqa: F401
 
     import crawler.encoding
@@ -210,26 +199,12 @@ def _init_worker(source: Source, log_level: int, prep: Preparation = _worker_pre
         import storage.signature  # noqa: F401
 
 
-def _ready() -> int:
-    return os.getpid()
-
-
-def _work(url: str, body: bytes, content_type: str | None, hints: dict[str, Any] | None) -> PageResult:
-    assert _worker_source is not None, "worker not initialised"
-    return process_page(_worker_source, url, body, content_type, hints)
-
-
-def _work_batch(pages: list[RawPage]) -> list[PageResult]:
-    assert _worker_source is not None, "worker not initialised"
-    return [prepare_page(_worker_source, page, _worker_prep) for page in pages]
-
-
 def picklable(source: Source) -> Source:
     """The source with its read-only mappings (mappingproxy cannot be pickled) as plain dicts."""
     return dataclasses.replace(source, settings=dict(source.settings), extraction=dict(source.extraction))
 
 
-# -- the pool --------------------------------------------------------------------------
+# -- how many workers ---------------------------------------------------------------------
 
 
 def default_workers() -> int:
@@ -249,37 +224,6 @@ def resolve_workers(value: Any) -> int:
     if workers < 0:
         raise ValueError(f"NEWSINGEST_EXTRACT_WORKERS must be >= 0 or 'auto', not {value!r}")
     return workers
-
-
-class ExtractPool:
-    """A spawn-context process pool whose workers hold the source and the extractor."""
-
-    def __init__(self, source: Source, workers: int, prep: Preparation | None = None,
-                 log_level: int | None = None) -> None:
-        if workers < 1:
-            raise ValueError("an ExtractPool needs at least one worker")
-        self.workers = workers
-        # The crawl's LOG_LEVEL: Scrapy leaves the root logger at DEBUG and filters in its handler,
-        # and a worker logging every DEBUG line of trafilatura/htmldate spends its time formatting them.
-        level = logging.getLogger().getEffectiveLevel() if log_level is None else log_level
-        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init_worker,
-                                            initargs=(picklable(source), level, prep or Preparation()))
-        # Start every worker now; `ready` completes once one of them has imported the extractor.
-        futures = [self.executor.submit(_ready) for _ in range(workers)]
-        self.ready: Future[int] = futures[0]
-
-    def submit(self, url: str, body: bytes, content_type: str | None,
-               hints: dict[str, Any] | None = None) -> Future[PageResult]:
-        """One page through ``process_page`` (raw fields)."""
-        return self.executor.submit(_work, url, body, content_type, hints)
-
-    def submit_batch(self, pages: list[RawPage]) -> Future[list[PageResult]]:
-        """Pages through ``prepare_page``, in one task; results in the same order."""
-        return self.executor.submit(_work_batch, pages)
-
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 # -- the pipe worker (``python -m crawler.extract_pool``) -------------------------------------
@@ -332,7 +276,7 @@ def worker_main() -> int:
     if init is None:
         return 0
     source, level, prep = init
-    _init_worker(source, level, prep)
+    _init_worker(level, prep)
     out.write(frame((0, os.getpid())))
     out.flush()
     while True:

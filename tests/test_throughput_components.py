@@ -20,8 +20,6 @@ from crawler.extract import extract_page
 from crawler.extract_pool import (
     ARTICLE,
     NOT_ARTICLE,
-    ExtractPool,
-    PageResult,
     RawPage,
     picklable,
     process_page,
@@ -85,19 +83,6 @@ def test_resolve_workers() -> None:
     assert resolve_workers("auto") == resolve_workers(None) >= 0
     with pytest.raises(ValueError):
         resolve_workers(-1)
-
-
-def test_pool_gives_what_inline_gives(source) -> None:
-    url, body = _fixture("bench-latimes-business")
-    pool = ExtractPool(source, 1)
-    try:
-        pooled = [pool.submit(url, body, "text/html; charset=utf-8"),
-                  pool.submit("https://example.com/sections/", NON_ARTICLE, "text/html")]
-        results: list[PageResult] = [f.result(timeout=60) for f in pooled]
-    finally:
-        pool.shutdown()
-    assert results[0] == process_page(source, url, body, "text/html; charset=utf-8")
-    assert results[1].outcome == NOT_ARTICLE
 
 
 def test_extract_stage_turns_pages_into_items(source) -> None:
