@@ -36,7 +36,7 @@ from typing import Any
 
 from crawler.items import ArticleItem
 from crawler.sources import Source
-from storage.frames import frame, read_frame
+from storage.frames import serve
 
 logger = logging.getLogger(__name__)
 
@@ -262,37 +262,22 @@ def _store(message: StoreBatch) -> tuple[bool, Any]:
 
 def worker_main() -> int:
     """Serve pages (and store batches) from stdin until it closes (the crawl closing its end)."""
-    import signal
+    return serve(_start)
 
-    # A crawl stopped from its terminal or by the scheduler signals its whole process group; the
-    # crawl decides when the worker is done (it closes its stdin), so pages and batches are answered.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    # Frames go to the original stdout only; anything a library prints goes to stderr.
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    stdin = os.fdopen(0, "rb")
-    init = read_frame(stdin)
-    if init is None:
-        return 0
+
+def _start(init: tuple[Source, int, Preparation]) -> Any:
     source, level, prep = init
     _init_worker(level, prep)
-    out.write(frame((0, os.getpid())))
-    out.flush()
-    while True:
-        message = read_frame(stdin)
-        if message is None:
-            return 0
-        seq, work = message
-        answer: Any
+
+    def answer(work: RawPage | StoreBatch) -> Any:
         try:
-            answer = _store(work) if isinstance(work, StoreBatch) else prepare_page(source, work, prep)
+            return _store(work) if isinstance(work, StoreBatch) else prepare_page(source, work, prep)
         except Exception:  # never lose an answer: the crawl waits for it
             error = traceback.format_exc(limit=8)
-            answer = (False, error.strip().splitlines()[-1]) if isinstance(work, StoreBatch) else \
+            return (False, error.strip().splitlines()[-1]) if isinstance(work, StoreBatch) else \
                 PageResult(ERROR, error=error)
-        out.write(frame((seq, answer)))
-        out.flush()
+
+    return answer
 
 
 if __name__ == "__main__":

@@ -69,7 +69,6 @@ from crawler.extract_pool import (
     PreparedArticle,
     RawPage,
     article_values,
-    frame,
     picklable,
     prepare_page,
     process_page,
@@ -78,6 +77,7 @@ from crawler.extract_pool import (
 from crawler.items import ArticleItem
 from crawler.sources import Source
 from pipelines.validate import reject
+from storage.frames import frame
 
 logger = logging.getLogger(__name__)
 

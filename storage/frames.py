@@ -8,7 +8,10 @@ lowest layer, so that the writer process needs nothing from crawler.
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+from collections.abc import Callable
 from typing import Any
 
 _HEADER = 4
@@ -38,3 +41,29 @@ def read_frame(stream: Any) -> Any:
         return None
     data = _read_exact(stream, int.from_bytes(header, "big"))
     return None if data is None else pickle.loads(data)
+
+
+def serve(start: Callable[[Any], Callable[[Any], Any]]) -> int:
+    """A helper process's main loop: `start` takes the first message (the crawl's setup), prepares the
+    process and returns the function that answers every later ``(seq, work)`` with ``(seq, answer)``
+    (it must not raise: the crawl waits for every answer). ``(0, pid)`` says it is ready; the loop
+    ends when the crawl closes stdin. Returns the exit status."""
+    # A crawl stopped from its terminal or by the scheduler signals its whole process group; the
+    # crawl decides when a helper is done (it closes its stdin), so everything sent is answered.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    # Frames go to the original stdout only; anything a library prints goes to stderr.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    stdin = os.fdopen(0, "rb")
+    init = read_frame(stdin)
+    if init is None:
+        return 0
+    answer = start(init)
+    out.write(frame((0, os.getpid())))
+    out.flush()
+    while (message := read_frame(stdin)) is not None:
+        seq, work = message
+        out.write(frame((seq, answer(work))))
+        out.flush()
+    return 0

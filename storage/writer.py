@@ -28,15 +28,13 @@ what it has and exits.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 import traceback
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from storage.frames import frame, read_frame
+from storage.frames import serve
 from storage.repository import Repository, StoreResult, open_repository
 
 logger = logging.getLogger(__name__)
@@ -88,33 +86,24 @@ def _write_batch(batch: list[dict[str, Any]], run_id: int | None) -> StoreResult
 
 def writer_main() -> int:
     """Write batches from stdin until it closes."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    # Frames go to the original stdout only; anything a library prints goes to stderr.
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    stdin = os.fdopen(0, "rb")
-    init = read_frame(stdin)
-    if init is None:
-        return 0
+    return serve(_start)
+
+
+def _start(init: tuple[str, int]) -> Any:
     database_url, level = init
     logging.basicConfig(level=level, format="%(asctime)s [%(name)s] %(levelname)s: %(message)s")
     _init_writer(database_url)
-    out.write(frame((0, os.getpid())))
-    out.flush()
-    while True:
-        message = read_frame(stdin)
-        if message is None:
-            return 0
-        seq, (batch, run_id) = message
-        try:
-            answer: tuple[bool, Any] = (True, _write_batch(batch, run_id))
-        except StoreError as exc:
-            answer = (False, str(exc))
-        except Exception:  # never leave the crawl waiting for an answer
-            answer = (False, traceback.format_exc(limit=4).strip().splitlines()[-1])
-        out.write(frame((seq, answer)))
-        out.flush()
+    return _answer
+
+
+def _answer(work: tuple[list[dict[str, Any]], int | None]) -> tuple[bool, Any]:
+    batch, run_id = work
+    try:
+        return True, _write_batch(batch, run_id)
+    except StoreError as exc:
+        return False, str(exc)
+    except Exception:  # never leave the crawl waiting for an answer
+        return False, traceback.format_exc(limit=4).strip().splitlines()[-1]
 
 
 if __name__ == "__main__":

@@ -34,11 +34,9 @@ from crawler.extract_pool import (
     PreparedArticle,
     RawPage,
     content_hash,
-    frame,
     picklable,
     prepare_page,
     process_page,
-    read_frame,
 )
 from crawler.sources import load_source
 from crawler.urls import choose_canonical
@@ -46,6 +44,7 @@ from pipelines.clean import CleanPipeline
 from pipelines.extract import article_item
 from pipelines.validate import ValidatePipeline
 from storage.db import create_db_engine, session_factory
+from storage.frames import frame, read_frame
 from storage.models import Article
 
 ROOT = Path(__file__).resolve().parents[1]
