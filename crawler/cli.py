@@ -192,15 +192,17 @@ def print_jobs(rows: Sequence[Any]) -> None:
 # -- extract -------------------------------------------------------------------------
 
 
-def extract_file(path: Path, url: str | None) -> dict[str, Any]:
-    """Extract and clean one saved page exactly as a crawl would."""
+def extract_file(path: Path, url: str | None, zone: str | None = None) -> dict[str, Any]:
+    """Extract and clean one saved page exactly as a crawl would (`zone`: the source's ``timezone``)."""
+    from zoneinfo import ZoneInfo
+
     from crawler.extract import extract_page
     from pipelines.clean import clean_fields
 
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
-    page = extract_page(data, url or path.resolve().as_uri())
+    page = extract_page(data, url or path.resolve().as_uri(), zone=ZoneInfo(zone) if zone else None)
     fields = clean_fields(page.fields)
     return {"is_article": page.is_article, **fields}
 
@@ -215,7 +217,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         return _fail(f"{path}: no such file", EXIT_USAGE)
-    fields = extract_file(path, args.url)
+    try:
+        fields = extract_file(path, args.url, args.timezone)
+    except (ValueError, LookupError) as exc:  # an unknown --timezone (ZoneInfoNotFoundError is a KeyError)
+        return _fail(f"--timezone {args.timezone!r}: {exc}", EXIT_USAGE)
     if args.json:
         print(json.dumps(fields, default=_json_default, ensure_ascii=False))
         return EXIT_OK
@@ -414,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--url", help="the page's URL (resolves relative links and canonical URLs)")
     p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--timezone", help="IANA zone of times the page prints without one (a source's `timezone`)")
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("demo", help="crawl the bundled offline demo site into a database and summarize")

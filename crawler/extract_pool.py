@@ -33,6 +33,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from crawler.items import ArticleItem
 from crawler.sources import Source
@@ -109,7 +110,8 @@ def process_page(source: Source, url: str, body: bytes, content_type: str | None
 
     text, encoding, how = decode_html(body, content_type)
     try:
-        page = extract_page(text, url, encoding=encoding, overrides=source.extraction or None, hints=hints)
+        page = extract_page(text, url, encoding=encoding, overrides=source.extraction or None, hints=hints,
+                            zone=ZoneInfo(source.timezone) if source.timezone else None)
     except Exception:  # a broken page must not end the crawl
         return PageResult(ERROR, how, error=traceback.format_exc(limit=8))
     if page.is_article and source.is_article_url(url):

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "ENV_VAR",
@@ -50,8 +51,9 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 URL_LIST_KEYS = ("feeds", "sitemaps", "start_urls")
 PER_SOURCE_KEYS = ("allowed_domains", *URL_LIST_KEYS)
-DEFAULTABLE_KEYS = ("article_url_pattern", "exclude_url_pattern", "site_name", "language", "follow_depth",
-                    "enabled", "allow_private_networks", "settings", "extraction", "schedule", "timeout")
+DEFAULTABLE_KEYS = ("article_url_pattern", "exclude_url_pattern", "site_name", "language", "timezone",
+                    "follow_depth", "enabled", "allow_private_networks", "settings", "extraction", "schedule",
+                    "timeout")
 SOURCE_KEYS = (*PER_SOURCE_KEYS, *DEFAULTABLE_KEYS)
 EXTRACTION_KEYS = ("body", "title", "authors", "published_at")
 SCHEDULE_KEYS = ("cron", "interval", "jitter")
@@ -125,6 +127,8 @@ class Source:
     schedule: Schedule | None
     timeout_seconds: float | None
     allow_private_networks: bool = False
+    # IANA zone of the times the site prints without one ("14:05", "um 14.05 Uhr"); None: UTC
+    timezone: str | None = None
 
     def is_allowed(self, url: str) -> bool:
         """True if the URL's host is one of `allowed_domains` or a subdomain of one."""
@@ -361,6 +365,7 @@ class _Loader:
             "exclude_url_pattern": self.regex("exclude_url_pattern", table.get("exclude_url_pattern")),
             "site_name": self.text("site_name", table.get("site_name")),
             "language": self.language(table.get("language")),
+            "timezone": self.timezone(table.get("timezone")),
             "follow_depth": self.follow_depth(table.get("follow_depth", DEFAULT_FOLLOW_DEPTH)),
             "enabled": self.boolean("enabled", table.get("enabled", True)),
             "allow_private_networks": self.boolean("allow_private_networks",
@@ -489,6 +494,17 @@ class _Loader:
         text = self.text("language", value)
         if text is not None and not _LANGUAGE_RE.fullmatch(text):
             raise self.fail(f"expected a language code like 'en' or 'pt-BR', got {text!r}", key="language")
+        return text
+
+    def timezone(self, value: Any) -> str | None:
+        text = self.text("timezone", value)
+        if text is None:
+            return None
+        try:
+            ZoneInfo(text)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise self.fail(f"expected an IANA time zone like 'Europe/Berlin' or 'America/New_York', got {text!r}",
+                            key="timezone") from None
         return text
 
     def follow_depth(self, value: Any) -> int:

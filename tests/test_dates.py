@@ -242,3 +242,49 @@ def test_no_publication_date_after_the_fetch_or_before_1995() -> None:
     assert extract_page(html, url, assume_article=True).published_day == "2022-03-04"  # fetched "now": plausible
     page = extract_page(html, url, assume_article=True, hints=fetched)
     assert page.published_day == "2022-02-04" and "date:labelled" in page.signals
+
+
+_FERRY = " ".join(f"Paragraph {i}: the harbour authority approved the new ferry timetable after a long "
+                  "consultation with the islands." for i in range(8))
+
+
+def _ferry_page(dateline: str) -> str:
+    paragraphs = "".join(f"<p>{p}.</p>" for p in _FERRY.split(". "))
+    return ("<html><head><title>Ferry timetable approved</title></head><body><article><h1>Ferry timetable "
+            f"approved</h1>{dateline}{paragraphs}</article></body></html>")
+
+
+@pytest.mark.parametrize(("dateline", "zone", "want"), [
+    # a time printed without a zone is the source's local time, standard or summer
+    ('<div class="article-date">12.03.2025 um 14:05 Uhr</div>', "Europe/Berlin", datetime(2025, 3, 12, 13, 5)),
+    ('<div class="article-date">12.07.2025 um 14:05 Uhr</div>', "Europe/Berlin", datetime(2025, 7, 12, 12, 5)),
+    ('<time datetime="2025-03-12T14:05">12 March</time>', "America/New_York", datetime(2025, 3, 12, 18, 5)),
+    # without a source zone: UTC, the last resort
+    ('<div class="article-date">12.03.2025 um 14:05 Uhr</div>', None, datetime(2025, 3, 12, 14, 5)),
+    # a zone the page prints wins; a day without a time stays that day
+    ('<div class="article-date">12 March 2025, 14:05 GMT</div>', "Europe/Berlin", datetime(2025, 3, 12, 14, 5)),
+    ('<time datetime="2025-03-12T14:05:00+05:30">12 March</time>', "Europe/Berlin", datetime(2025, 3, 12, 8, 35)),
+    ('<div class="article-date">12 March 2025</div>', "America/Los_Angeles", datetime(2025, 3, 12)),
+])
+def test_a_time_without_a_zone_is_the_sources_local_time(dateline: str, zone: str | None, want: datetime) -> None:
+    from zoneinfo import ZoneInfo
+
+    page = extract_page(_ferry_page(dateline), "https://islands.example/news/ferry-timetable/",
+                        zone=ZoneInfo(zone) if zone else None)
+    assert page.fields["published_at"].astimezone(UTC) == want.replace(tzinfo=UTC)
+
+
+def test_the_crawl_extracts_in_the_sources_zone(tmp_path: Path) -> None:
+    """`timezone` in the sources file reaches the extractor (crawler/extract_pool.py ``process_page``)."""
+    from crawler.demo.run import write_sources_file
+    from crawler.extract_pool import process_page
+    from crawler.sources import load_source
+
+    sources = write_sources_file(tmp_path / "sources.toml", {"islands": {
+        "allowed_domains": ["islands.example"], "feeds": ["https://islands.example/rss"],
+        "timezone": "Europe/Berlin"}})
+    result = process_page(load_source(sources, "islands"), "https://islands.example/news/ferry-timetable/",
+                          _ferry_page('<div class="article-date">12.03.2025 um 14:05 Uhr</div>').encode(),
+                          "text/html; charset=utf-8")
+    assert result.fields is not None
+    assert result.fields["published_at"].astimezone(UTC) == datetime(2025, 3, 12, 13, 5, tzinfo=UTC)

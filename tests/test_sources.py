@@ -50,6 +50,7 @@ start_urls = ["https://www.example.com/politics/"]
 article_url_pattern = '/\d{4}/\d{2}/\d{2}/[^/]+/?$'
 exclude_url_pattern = '/(live|video)/'
 language = "en-GB"
+timezone = "Europe/London"
 follow_depth = 2
 enabled = true
 timeout = "45m"
@@ -111,6 +112,7 @@ def test_example_loads_every_key(tmp_path: Path) -> None:
         exclude_url_pattern=re.compile("/(live|video)/"),
         site_name="Example News",
         language="en-GB",
+        timezone="Europe/London",
         follow_depth=2,
         enabled=True,
         settings=news.settings,
@@ -150,7 +152,7 @@ def test_defaults_fill_what_a_source_leaves_out(tmp_path: Path) -> None:
 def test_minimal_source_gets_the_documented_defaults(tmp_path: Path) -> None:
     demo = load_source(write(tmp_path, DEMO), "demo")
     assert (demo.follow_depth, demo.enabled, demo.schedule, demo.timeout_seconds) == (2, True, None, None)
-    assert (demo.sitemaps, demo.start_urls, demo.language) == ((), (), None)
+    assert (demo.sitemaps, demo.start_urls, demo.language, demo.timezone) == ((), (), None, None)
 
 
 def test_docs_example_is_this_one() -> None:
@@ -383,6 +385,11 @@ ERRORS = {
     "defaults_per_source_key": (
         '[defaults]\nallowed_domains = ["example.com"]\n' + DEMO,
         "defaults: key 'allowed_domains': not allowed in [defaults]; set it in each [sources.NAME] table",
+    ),
+    "bad_timezone": (
+        DEMO + 'timezone = "CEST"\n',
+        "source 'demo': key 'timezone': expected an IANA time zone like 'Europe/Berlin' or 'America/New_York', "
+        "got 'CEST'",
     ),
     "defaults_bad_value": (
         '[defaults]\nfollow_depth = "2"\n' + DEMO,

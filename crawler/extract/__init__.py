@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -120,8 +120,9 @@ def _apply_overrides(tree: HtmlElement, overrides: Mapping[str, str], signals: l
 # -- dates ------------------------------------------------------------------------
 
 
-def _pick_date(candidates: list[datetime | None]) -> datetime | None:
-    """First candidate; a naive one borrows the zone of an aware candidate with the same wall time."""
+def _pick_date(candidates: list[datetime | None], zone: tzinfo | None = None) -> datetime | None:
+    """First candidate; a naive one borrows the zone of an aware candidate with the same wall time,
+    else it is in `zone` (``ensure_aware``)."""
     values = [c for c in candidates if c is not None]
     if not values:
         return None
@@ -134,7 +135,7 @@ def _pick_date(candidates: list[datetime | None]) -> datetime | None:
     for other in values[1:]:
         if other.tzinfo is not None and other.date() == top.date() and top.time() == datetime.min.time():
             return other
-    return top.replace(tzinfo=UTC)
+    return ensure_aware(top, zone)
 
 
 # -- classification ---------------------------------------------------------------------
@@ -196,7 +197,7 @@ def _classify(url: str, data: Structured, h1s: list[HtmlElement], tree: HtmlElem
 
 def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
                  overrides: Mapping[str, str] | None = None, assume_article: bool = False,
-                 hints: Mapping[str, Any] | None = None) -> Page:
+                 hints: Mapping[str, Any] | None = None, zone: tzinfo | None = None) -> Page:
     """Extract the article fields of one page (raw: clean them with ``clean_fields``).
 
     ``assume_article``: the caller already knows the page is an article (a user handing
@@ -211,6 +212,8 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
     day-only date); a ``published_at`` hint stands in when the page has no date. See
     ``crawler.extract.dates.refine_with_hints``. ``{"fetched_at": …}``: no publication date
     after it (default: now) is believed.
+
+    ``zone``: where the site prints times without a zone (a source's ``timezone``); default UTC.
     """
     tree = parse_html(html, encoding)
     signals: list[str] = []
@@ -269,13 +272,13 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
     micro_pub = None if (ld_pub or meta_pub[0] or meta_pub[1]) else _microdata_published(tree)
     declared = [ld_pub, *meta_pub, micro_pub, parse_any(ld_text(art.get("dateCreated")))]
     # a naive declared date borrows the zone of a markup date with the same wall time
-    declared_pub = _pick_date([*declared, time_pub, vis_pub]) if any(declared) else None
-    markup_pubs = [_pick_date([c]) for c in (time_pub, vis_pub) if c is not None]
+    declared_pub = _pick_date([*declared, time_pub, vis_pub], zone) if any(declared) else None
+    markup_pubs = [_pick_date([c], zone) for c in (time_pub, vis_pub) if c is not None]
     published = declared_pub or (markup_pubs[0] if markup_pubs else None)
     declared_mod = _pick_date([parse_any(ld_text(art.get("dateModified"))),
                                parse_any(meta_first(data, "article:modified_time", "og:updated_time",
-                                                    "dcterms.modified", "last-modified", "article.updated"))])
-    modified = declared_mod or _pick_date([time_mod, vis_mod])
+                                                    "dcterms.modified", "last-modified", "article.updated"))], zone)
+    modified = declared_mod or _pick_date([time_mod, vis_mod], zone)
     date_forced = bool(forced.get("published_at"))
     if date_forced:
         published = forced["published_at"]
@@ -329,7 +332,7 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
             published = resolve_published(declared_pub, markup_pubs, tree, url, signals, shown=head,
                                            labelled=lambda: labelled_dates(root, day_first), weak=weak,
                                            latest=parse_hint((hints or {}).get("fetched_at")))
-            published = ensure_aware(published)
+            published = ensure_aware(published, zone)
             others = [*declared, modified, time_mod, vis_mod]
             if published is not None and url_date(url) is None and any(
                     c is not None and c.date() != published.date() for c in [*others, *markup_pubs]):

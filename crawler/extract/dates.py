@@ -1,9 +1,9 @@
 """Date parsing: machine dates (ISO 8601) and the visible date strings news pages print.
 
 Every function returns a timezone-aware ``datetime`` or ``None``. A zone label
-("EST", "GMT", "(EST)") or an offset wins; a naive value is taken as UTC only
-as the last resort, because storing a naive datetime would make rows
-incomparable.
+("EST", "GMT", "(EST)") or an offset wins; a naive value is taken in the
+source's ``timezone`` when it has one, else as UTC (the last resort), because
+storing a naive datetime would make rows incomparable.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import html
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -103,10 +103,14 @@ def _label(text: str) -> timezone | None:
     return UTC if hours == 0 else timezone(timedelta(hours=hours))
 
 
-def ensure_aware(value: datetime | None) -> datetime | None:
-    """Naive -> UTC (the documented last resort)."""
+def ensure_aware(value: datetime | None, zone: tzinfo | None = None) -> datetime | None:
+    """A naive value in `zone` (the source's ``timezone``: where the site prints times without a zone),
+    else UTC (the documented last resort). A naive midnight is a day without a time: it stays UTC
+    midnight, so that the stored date is the day the page shows."""
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
+        if zone is None or value.time() == datetime.min.time():
+            return value.replace(tzinfo=UTC)
+        return value.replace(tzinfo=zone)
     return value
 
 
