@@ -313,7 +313,7 @@ def parse_since(value: str) -> datetime:
 
 EXPORT_COLUMNS = ("id", "source", "url", "canonical_url", "title", "subtitle", "body", "authors",
                   "published_at", "modified_at", "language", "section", "tags", "image_url", "site_name",
-                  "content_hash", "duplicate_of", "version", "first_seen_at", "last_seen_at", "updated_at")
+                  "paywalled", "content_hash", "duplicate_of", "version", "first_seen_at", "last_seen_at", "updated_at")
 
 
 @_guard_db

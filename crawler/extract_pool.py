@@ -136,6 +136,7 @@ def article_values(source: Source, page: RawPage, fields: dict[str, Any]) -> dic
         "tags": list(fields.get("tags") or []),
         "image_url": fields.get("image_url"),
         "site_name": fields.get("site_name") or source.site_name,
+        "paywalled": fields.get("paywalled"),
         "fetched_at": page.fetched_at or datetime.now(UTC),
         "http_status": page.http_status,
         "etag": page.etag,

@@ -38,6 +38,7 @@ class ArticleItem:
     tags: list[str] = field(default_factory=list)
     image_url: str | None = None
     site_name: str | None = None
+    paywalled: bool | None = None  # the page says its text is behind a paywall (the body is what it shows)
     # fetch metadata
     fetched_at: datetime | None = None
     http_status: int | None = None
@@ -61,5 +62,6 @@ ARTICLE_FIELDS: tuple[str, ...] = (
     "tags",
     "image_url",
     "site_name",
+    "paywalled",
 )
 """The fields the extractor produces (``newsingest extract`` prints these)."""

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The shortest body kept for a page that says it is paywalled (its teaser); below
+#: ``NEWSINGEST_MIN_BODY_CHARS`` (default 200), the minimum for every other page.
+PAYWALLED_MIN_BODY_CHARS = 80
+
 
 def rejection_reason(adapter: Mapping[str, Any], min_body_chars: int) -> str | None:
     """Why this item (an ``ItemAdapter`` or a plain mapping of its fields) is not an article, or None."""
@@ -31,7 +35,8 @@ def rejection_reason(adapter: Mapping[str, Any], min_body_chars: int) -> str | N
     body = (adapter.get("body") or "").strip()
     if not body:
         return "no_body"
-    if len(body) < min_body_chars:
+    # A page that says it is paywalled shows a teaser: stored as such (``paywalled``), if it says something.
+    if len(body) < (min(min_body_chars, PAYWALLED_MIN_BODY_CHARS) if adapter.get("paywalled") else min_body_chars):
         return "body_too_short"
     return None
 

@@ -115,6 +115,9 @@ class Article(Base):
     tags: Mapped[list[str]] = mapped_column(default=list)
     image_url: Mapped[str | None] = mapped_column(Text)
     site_name: Mapped[str | None] = mapped_column(Text)
+    # The page said its text is behind a paywall (schema.org isAccessibleForFree false): `body` is
+    # the part it shows. NULL: the page did not say.
+    paywalled: Mapped[bool | None]
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("articles.id"), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -98,6 +98,7 @@ CONTENT_COLUMNS = (
     "tags",
     "image_url",
     "site_name",
+    "paywalled",
 )
 
 

@@ -120,6 +120,23 @@ def _apply_overrides(tree: HtmlElement, overrides: Mapping[str, str], signals: l
 # -- dates ------------------------------------------------------------------------
 
 
+def paywalled(article: Mapping[str, Any], content_tier: str | None = None) -> bool | None:
+    """Whether the page says its text is behind a paywall: schema.org ``isAccessibleForFree`` on the
+    article or one of its parts (Google's paywalled-content markup), or ``article:content_tier``
+    "locked". None when the page does not say: most pages do not."""
+    values = [article.get("isAccessibleForFree")]
+    parts = article.get("hasPart")
+    for part in parts if isinstance(parts, list) else [parts]:
+        if isinstance(part, Mapping):
+            values.append(part.get("isAccessibleForFree"))
+    flags = [str(v).strip().lower() for v in values if v is not None and not isinstance(v, (dict, list))]
+    if any(flag in ("false", "0", "no") for flag in flags) or (content_tier or "").strip().lower() == "locked":
+        return True
+    if any(flag in ("true", "1", "yes") for flag in flags):
+        return False
+    return None
+
+
 def _pick_date(candidates: list[datetime | None], zone: tzinfo | None = None) -> datetime | None:
     """First candidate; a naive one borrows the zone of an aware candidate with the same wall time,
     else it is in `zone` (``ensure_aware``)."""
@@ -303,6 +320,8 @@ def extract_page(html: str | bytes, url: str, *, encoding: str | None = None,
     fields["site_name"] = (meta_first(data, "og:site_name", "application-name")
                            or (ld_text(publisher) if isinstance(publisher, (dict, str)) else None)
                            or data.site_name or _site_from_title(tree, title_tag))
+
+    fields["paywalled"] = paywalled(art, meta_first(data, "article:content_tier"))
 
     # classify before the expensive part
     container, container_chars = find_container(tree)
