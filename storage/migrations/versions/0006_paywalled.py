@@ -26,5 +26,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('articles', schema=None) as batch_op:
+    # In place (SQLite 3.35+ has DROP COLUMN): batch mode's copy-and-rename of `articles` would
+    # fail on SQLite, whose `stories` view (0003) refers to the table by name.
+    with op.batch_alter_table('articles', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('paywalled')
