@@ -171,6 +171,7 @@ def test_failing_and_hanging_sources_do_not_stop_the_others(sites: dict[str, str
         wait_for(db_url, lambda runs: count(runs, "good", "succeeded") >= 2 and count(runs, "broken", "failed") >= 1
                  and count(runs, "hung", "timed_out") >= 1, 45, proc)
     finally:
+        stopping_at = datetime.now(UTC)
         log = stop_scheduler(proc)
     runs = all_runs(db_url)
     assert "SIGTERM received" in log and "scheduler stopped" in log
@@ -182,7 +183,11 @@ def test_failing_and_hanging_sources_do_not_stop_the_others(sites: dict[str, str
         (r.source, r.status, r.exit_code, r.error) for r in interrupted]
     runs = [r for r in runs if r not in interrupted]
     good = [r for r in runs if r.source == "good" and r.status == "succeeded"]
-    assert all(r.exit_code == 0 and r.pages >= 1 for r in good)
+    # A crawl that had written its record when the scheduler's SIGTERM reached it may exit non-zero.
+    settled = [r for r in good if r.finished_at is not None and r.finished_at < stopping_at]
+    assert all(r.exit_code == 0 and r.pages >= 1 for r in settled), [
+        (r.id, r.exit_code, r.pages, r.finished_at, stopping_at, r.stats) for r in good]
+    assert all(r.pages >= 1 for r in good), [(r.id, r.exit_code, r.pages, r.stats) for r in good]
     assert good[0].items_stored == 1 and all(r.items_stored == 0 for r in good[1:])
     assert {r.status for r in runs if r.source == "good"} == {"succeeded"}
     broken = [r for r in runs if r.source == "broken"]
