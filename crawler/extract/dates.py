@@ -478,10 +478,11 @@ def _minute_precision(value: datetime) -> bool:
 
 
 def late_hint_refines(published: datetime | None, hint: datetime) -> bool:
-    """Whether a listing's publication time learned after the page was extracted (a section page's
-    teaser parsed later in the crawl) improves a stored ``published_at``: the page had no date, or
-    one precise to the minute in the hint's very minute (the hint adds the seconds). The day-only rule
-    of `refine_with_hints` needs the page's own zone, which a stored UTC instant no longer has."""
+    """Whether a listing's publication time improves a ``published_at`` it agrees with: the page had
+    no date, or one precise to the minute in the hint's very minute (the hint adds the seconds).
+    The whole rule for a hint learned after extraction (a section page's teaser parsed later in the
+    crawl, applied to the item in flight or the stored row); `refine_with_hints` adds the day-only
+    rule, which needs the page's own zone that a stored UTC instant no longer has."""
     if hint.tzinfo is None:
         return False
     if published is None:
@@ -509,13 +510,11 @@ def refine_with_hints(published: datetime | None, modified: datetime | None, hin
         if published is None:
             signals.append("date:hint")
             published = value
-        elif published.tzinfo is not None and _minute_precision(published):
-            same_minute = published == value.replace(second=0, microsecond=0)
-            day_only = published.time() == datetime.min.time() and published.date() in (
-                value.date(), value.astimezone(published.tzinfo).date())
-            if same_minute or day_only:
-                signals.append("date:hint-precision")
-                published = value
+        elif late_hint_refines(published, value) or (
+                published.tzinfo is not None and published.time() == datetime.min.time()
+                and published.date() in (value.date(), value.astimezone(published.tzinfo).date())):
+            signals.append("date:hint-precision")  # the seconds of its minute, or the time of its day
+            published = value
     changed = parse_hint(hints.get("modified_at") or hints.get("last_modified"))
     if changed is None:
         return published, modified
