@@ -179,7 +179,7 @@ class NewsSpider(scrapy.Spider):
         hints: dict[str, Any] = dict(self._pop_hints(response.request) or {})
         self._handled.add(hash(response.url))
         if response.request is not None:
-            self._handled.add(hash((response.request.meta.get("redirect_urls") or [response.request.url])[0]))
+            self._handled.add(hash(_listed_url(response.request)))
         last_modified = _header(headers, b"Last-Modified")
         if last_modified:
             hints.setdefault("modified_at", last_modified)
@@ -268,9 +268,7 @@ class NewsSpider(scrapy.Spider):
         """
         if request is None:
             return None
-        # The URL the listing named: before any redirect.
-        first_url = (request.meta.get("redirect_urls") or [request.url])[0]
-        listed = self._listed_hints.pop(first_url, None)
+        listed = self._listed_hints.pop(_listed_url(request), None)
         hints = request.meta.get("newsingest_hints")
         if hints is None or listed is None or listed is hints:
             return hints if hints is not None else listed
@@ -285,6 +283,11 @@ class NewsSpider(scrapy.Spider):
         kind = failure.type.__name__ if getattr(failure, "type", None) else "unknown"
         self.crawler.stats.inc_value(f"newsingest/fetch_failed/{kind}")
         logger.info("fetch failed: %s (%s)", request.url if request else "?", failure.getErrorMessage())
+
+
+def _listed_url(request: Request) -> str:
+    """The URL a listing named for a request: before any redirect."""
+    return (request.meta.get("redirect_urls") or [request.url])[0]
 
 
 def _header(headers: Any, name: bytes) -> str | None:
