@@ -252,15 +252,13 @@ class StoreBatch:
 
 
 def _store(message: StoreBatch) -> tuple[bool, Any]:
+    """The batch written and answered as the writer process answers (storage/writer.py ``_answer``)."""
     # Imported on the first batch: a worker that never writes does not load SQLAlchemy.
     from storage import writer
 
     if writer._writer_url != message.database_url:
         writer._init_writer(message.database_url)
-    try:
-        return True, writer._write_batch(message.batch, message.run_id)
-    except writer.StoreError as exc:
-        return False, str(exc)
+    return writer._answer((message.batch, message.run_id))
 
 
 def worker_main() -> int:
